@@ -1,0 +1,135 @@
+"""CDS Hooks 2.0 wire objects, one model per spec object, named and spelled as the spec does.
+
+Responses are serialised with :func:`to_json_dict`, which drops ``None`` and empty
+collections (spec: "JSON elements SHALL NOT be null or empty"), except the top-level
+``cards`` array, which is always present.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Indicator(StrEnum):
+    info = "info"
+    warning = "warning"
+    critical = "critical"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class Coding(_Wire):
+    code: str
+    system: str | None = None
+    display: str | None = None
+
+
+class Source(_Wire):
+    label: str
+    url: str | None = None
+    icon: str | None = None
+    topic: Coding | None = None
+
+
+class Action(_Wire):
+    type: Literal["create", "update", "delete"]
+    description: str
+    resource: dict[str, Any] | None = None
+    resourceId: str | None = None
+
+
+class Suggestion(_Wire):
+    label: str
+    uuid: str | None = None
+    isRecommended: bool | None = None
+    actions: list[Action] = Field(default_factory=list)
+
+
+class Link(_Wire):
+    label: str
+    url: str
+    type: Literal["absolute", "smart"]
+    appContext: str | None = None
+
+
+class Card(_Wire):
+    uuid: str | None = None
+    summary: str = Field(max_length=139)
+    detail: str | None = None
+    indicator: Indicator
+    source: Source
+    suggestions: list[Suggestion] = Field(default_factory=list)
+    selectionBehavior: Literal["at-most-one", "any"] | None = None
+    overrideReasons: list[Coding] = Field(default_factory=list)
+    links: list[Link] = Field(default_factory=list)
+
+
+class CdsResponse(_Wire):
+    cards: list[Card] = Field(default_factory=list)
+
+
+class Service(_Wire):
+    """One entry of the discovery document."""
+
+    hook: str
+    title: str | None = None
+    description: str
+    id: str
+    prefetch: dict[str, str] = Field(default_factory=dict)
+    usageRequirements: str | None = None
+
+
+class Discovery(_Wire):
+    services: list[Service]
+
+
+class FhirAuthorization(BaseModel):
+    """The ``fhirAuthorization`` request object; extra fields from clients are tolerated."""
+
+    model_config = ConfigDict(extra="allow")
+
+    access_token: str
+    token_type: str | None = None
+    expires_in: int | None = None
+    scope: str | None = None
+    subject: str | None = None
+
+
+class CdsRequest(BaseModel):
+    """A hook call. Only the fields the service reads are typed; anything else is tolerated."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hook: str = Field(min_length=1)
+    hookInstance: str = Field(min_length=1)
+    fhirServer: str | None = None
+    fhirAuthorization: FhirAuthorization | None = None
+    context: dict[str, Any]
+    prefetch: dict[str, Any] | None = None
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, dict):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        pruned_list = [_prune(v) for v in value]
+        return [v for v in pruned_list if v not in (None, "", [], {})]
+    return value
+
+
+def to_json_dict(model: BaseModel) -> dict[str, Any]:
+    """Serialise a wire model the way the spec wants: no nulls, no empty strings or arrays.
+
+    ``CdsResponse`` keeps its ``cards`` key even when empty (``{"cards": []}`` means
+    "no guidance").
+    """
+    data = _prune(model.model_dump(mode="json", exclude_none=True))
+    if isinstance(model, CdsResponse):
+        data.setdefault("cards", [])
+    return data

@@ -1,0 +1,84 @@
+"""HTTP routes: discovery, hook calls and health. Thin: all logic is in the registry."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from cds_hooks.models import to_json_dict
+from service.errors import BodyTooLarge, InvalidJson
+from service.registry import Registry
+
+log = logging.getLogger("osteoguard.api")
+router = APIRouter()
+
+
+class JsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def registry(request: Request) -> Registry:
+    reg: Registry = request.app.state.registry
+    return reg
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON, refusing bodies over the configured limit before parsing."""
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"request body exceeds {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc.msg}") from exc
+
+
+@router.get("/cds-services")
+async def discovery(request: Request) -> JsonResponse:
+    return JsonResponse(to_json_dict(registry(request).discovery()))
+
+
+@router.post("/cds-services/{service_id}")
+async def call_service(service_id: str, request: Request) -> JsonResponse:
+    started = time.perf_counter()
+    payload = await read_json(request)
+    response = await registry(request).call(service_id, payload)
+    # Service id, card count and rule ids only: never patient data.
+    log.info(
+        "hook answered",
+        extra={
+            "service": service_id,
+            "cards": len(response.cards),
+            "rules": [c.source.topic.code for c in response.cards if c.source.topic],
+            "ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+    return JsonResponse(to_json_dict(response))
+
+
+@router.get("/healthz")
+async def healthz() -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JsonResponse:
+    reg = registry(request)
+    return JsonResponse({"status": "ready", "ruleset": reg.ruleset.name, "version": reg.ruleset.version})

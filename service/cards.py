@@ -1,0 +1,296 @@
+"""Turning firings into CDS Hooks cards: the single place every card is built.
+
+Card text and suggestion templates come from the rule files; this module fills them with
+the evidence of the facts a rule matched and stamps the rule's metadata (source, topic,
+rule-set version, override reasons) onto every card.
+
+Two safety invariants are enforced here, in code, whatever the rule files say:
+
+* a suggestion that lowers, holds or stops anastrozole is offered only for a male patient
+  (in breast cancer, low estradiol is the goal);
+* such a suggestion needs an anastrozole draft order to act on (none in patient-view).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import string
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import date
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from cds_hooks.models import Action, Card, Coding, Indicator, Source, Suggestion
+from service.engine import Fact, Firing
+from service.facts import fmt_number
+from service.ruleset import MAX_SUMMARY, ActionTemplate, Rule, RuleSet, SuggestionTemplate, Variant
+
+
+class _Namespace(dict[str, Any]):
+    """Dict whose keys are readable as attributes in ``{alias.field}`` templates."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+
+class _SafeFormatter(string.Formatter):
+    """str.format without attribute access to private names (rule files are data, not code)."""
+
+    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
+        if any(part.startswith("_") for part in re.split(r"[.\[\]]", field_name)):
+            raise ValueError(f"placeholder {field_name!r} is not allowed")
+        return super().get_field(field_name, args, kwargs)
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, float) and not format_spec:
+            return fmt_number(value)
+        return super().format_field(value, format_spec)
+
+
+_FORMAT = _SafeFormatter()
+
+
+def render(text: str, values: Mapping[str, Any]) -> str:
+    """Fill a card text template. Unknown placeholders raise KeyError/AttributeError."""
+    return _FORMAT.vformat(text, (), values)
+
+
+def _ns(mapping: Mapping[str, Any]) -> _Namespace:
+    return _Namespace({k: (_ns(v) if isinstance(v, Mapping) else v) for k, v in mapping.items()})
+
+
+def template_values(rule: Rule, ruleset: RuleSet, matched: Mapping[str, Fact]) -> dict[str, Any]:
+    """What a rule's card templates can refer to: matched aliases, params, rule-set info."""
+    values: dict[str, Any] = {alias: _ns(fact.evidence) for alias, fact in matched.items()}
+    values["params"] = _ns({k: fmt_number(v) if isinstance(v, float) else v for k, v in rule.params.items()})
+    values["ruleset"] = _ns({"name": ruleset.name, "version": ruleset.version})
+    return values
+
+
+def _fill(template: Any, values: Mapping[str, str]) -> Any:
+    """Substitute ``{patient_ref}``-style placeholders in every string of a resource template."""
+    if isinstance(template, dict):
+        return {k: _fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, values) for v in template]
+    if isinstance(template, str) and "{" in template:
+        return render(template, values)
+    return template
+
+
+_WEEKS = {"d": 1 / 7, "wk": 1.0, "mo": 30.4375 / 7, "a": 365.25 / 7, "h": 1 / 168}
+
+
+def lower_weekly_dose(order: dict[str, Any], factor: float) -> dict[str, Any] | None:
+    """The draft order with its weekly dose scaled by ``factor`` (< 1), tablets unchanged.
+
+    Fewer administrations rather than smaller ones: twice weekly becomes once weekly, once
+    weekly becomes once every two weeks. None when the draft's timing cannot be read.
+    """
+    if not 0 < factor < 1:
+        return None
+    updated = copy.deepcopy(order)
+    dosages = updated.get("dosageInstruction")
+    if not isinstance(dosages, list) or not dosages:
+        return None
+    for dosage in dosages:
+        repeat = (dosage.get("timing") or {}).get("repeat") if isinstance(dosage, dict) else None
+        if not isinstance(repeat, dict):
+            return None
+        frequency = repeat.get("frequency", 1)
+        period = repeat.get("period")
+        unit = repeat.get("periodUnit")
+        if (
+            not isinstance(frequency, int)
+            or isinstance(frequency, bool)
+            or frequency < 1
+            or not isinstance(period, int | float)
+            or isinstance(period, bool)
+            or period <= 0
+            or unit not in _WEEKS
+        ):
+            return None
+        before = frequency / (period * _WEEKS[unit])
+        new_frequency = frequency * factor
+        if new_frequency >= 1 and math.isclose(new_frequency, round(new_frequency)):
+            repeat["frequency"] = int(round(new_frequency))
+        else:
+            repeat["frequency"] = frequency
+            new_period = period / factor
+            repeat["period"] = int(new_period) if float(new_period).is_integer() else new_period
+        after = repeat["frequency"] / (repeat["period"] * _WEEKS[unit])
+        dosage["text"] = (
+            f"{_dose_text(dosage)}{_timing_text(repeat)} "
+            f"(reduced from {fmt_number(before)} to {fmt_number(after)} doses per week)"
+        )
+    return updated
+
+
+def _dose_text(dosage: dict[str, Any]) -> str:
+    for dose_rate in dosage.get("doseAndRate") or []:
+        q = dose_rate.get("doseQuantity") if isinstance(dose_rate, dict) else None
+        if isinstance(q, dict) and isinstance(q.get("value"), int | float):
+            return f"{fmt_number(float(q['value']))} {q.get('unit') or q.get('code') or ''}".rstrip() + " "
+    return ""
+
+
+def _timing_text(repeat: dict[str, Any]) -> str:
+    names = {"d": "day", "wk": "week", "mo": "month", "a": "year", "h": "hour"}
+    adverbs = {"d": "daily", "wk": "weekly", "mo": "monthly", "a": "yearly", "h": "hourly"}
+    frequency, period, unit = repeat["frequency"], repeat["period"], repeat["periodUnit"]
+    times = {1: "once", 2: "twice"}.get(frequency, f"{frequency} times")
+    if period == 1:
+        return f"{times} {adverbs[unit]}"
+    return f"{times} every {fmt_number(float(period))} {names[unit]}s"
+
+
+def hold(order: dict[str, Any]) -> dict[str, Any]:
+    """The draft order put on hold (status ``on-hold``), everything else unchanged."""
+    updated = copy.deepcopy(order)
+    updated["status"] = "on-hold"
+    return updated
+
+
+def is_valid_fhir(resource: dict[str, Any]) -> bool:
+    """True when ``resource`` validates as a FHIR R4 resource (fhir.resources R4B models)."""
+    try:
+        get_fhir_model_class(str(resource.get("resourceType"))).model_validate(resource)
+    except (ValidationError, KeyError, ValueError):
+        return False
+    return True
+
+
+class CardBuilder:
+    """Builds the cards of one evaluation."""
+
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        today: date,
+        new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.rs = ruleset
+        self.today = today
+        self.new_uuid = new_uuid
+
+    def build(
+        self,
+        firings: list[Firing],
+        *,
+        patient_id: str,
+        sex: str,
+        drafts: list[dict[str, Any]],
+    ) -> list[Card]:
+        """One card per fired rule (its first firing variant, in rule-file order)."""
+        cards = []
+        done: set[str] = set()
+        for firing in firings:
+            if firing.rule_id in done:
+                continue
+            done.add(firing.rule_id)
+            rule = self.rs.rule(firing.rule_id)
+            variant = next(v for v in rule.variants if v.name == firing.variant)
+            cards.append(self._card(rule, variant, firing, patient_id, sex, drafts))
+        return cards
+
+    def _card(
+        self,
+        rule: Rule,
+        variant: Variant,
+        firing: Firing,
+        patient_id: str,
+        sex: str,
+        drafts: list[dict[str, Any]],
+    ) -> Card:
+        values = template_values(rule, self.rs, firing.matched)
+        summary = " ".join(render(variant.summary, values).split())
+        if len(summary) > MAX_SUMMARY:
+            summary = summary[: MAX_SUMMARY - 1].rstrip() + "…"
+        detail = render(variant.detail, values).strip()
+        detail += f"\n\n---\n_Rule `{rule.id}` ({rule.title}), rule set {self.rs.name} {self.rs.version}._"
+        suggestions = []
+        for template in variant.suggestions:
+            if template.reduces_anastrozole and sex != "male":
+                continue  # safety invariant: never lower/hold/stop anastrozole unless male
+            if template.needs_draft and not drafts:
+                continue
+            suggestion = self._suggestion(template, rule, patient_id, drafts)
+            if suggestion is not None:
+                suggestions.append(suggestion)
+        indicator = Indicator(rule.indicator)
+        override = []
+        if indicator != Indicator.info:
+            override = [
+                Coding(system=self.rs.override_system, code=r.code, display=r.display)
+                for r in self.rs.override_reasons
+            ]
+        return Card(
+            uuid=self.new_uuid(),
+            summary=summary,
+            detail=detail,
+            indicator=indicator,
+            source=Source(
+                label=self.rs.source_label,
+                topic=Coding(system=self.rs.topic_system, code=rule.id, display=rule.title),
+            ),
+            suggestions=suggestions,
+            selectionBehavior=rule.selection_behavior if suggestions else None,
+            overrideReasons=override,
+        )
+
+    def _suggestion(
+        self,
+        template: SuggestionTemplate,
+        rule: Rule,
+        patient_id: str,
+        drafts: list[dict[str, Any]],
+    ) -> Suggestion | None:
+        actions: list[Action] = []
+        for act in template.actions:
+            made = self._actions(act, rule, patient_id, drafts)
+            if not made:
+                return None  # every action of a suggestion must be possible (AND semantics)
+            actions.extend(made)
+        return Suggestion(
+            label=template.label,
+            uuid=self.new_uuid(),
+            isRecommended=template.is_recommended or None,
+            actions=actions,
+        )
+
+    def _actions(
+        self, act: ActionTemplate, rule: Rule, patient_id: str, drafts: list[dict[str, Any]]
+    ) -> list[Action]:
+        if act.type == "create":
+            assert act.resource is not None
+            values = {"patient_ref": f"Patient/{patient_id}", "today": self.today.isoformat()}
+            resource = _fill(act.resource, values)
+            return [Action(type="create", description=act.description, resource=resource)]
+        out = []
+        for draft in drafts:
+            draft_id = draft.get("id")
+            if not isinstance(draft_id, str) or not draft_id:
+                continue  # an update/delete must name the draft order's own id
+            if act.type == "delete":
+                out.append(
+                    Action(
+                        type="delete", description=act.description, resourceId=f"MedicationRequest/{draft_id}"
+                    )
+                )
+                continue
+            if act.transform == "lower-weekly-dose":
+                updated = lower_weekly_dose(draft, float(rule.params.get("dose_factor", 0.5)))
+            else:
+                updated = hold(draft)
+            if updated is None or not is_valid_fhir(updated):
+                return []  # the client's draft is not valid R4; never send invalid FHIR back
+            out.append(Action(type="update", description=act.description, resource=updated))
+        return out

@@ -1,0 +1,138 @@
+"""The ``osteoguard`` command: serve, evaluate, rules check, rules test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from service.settings import get_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def _registry(rules_dir: Path | None = None):  # type: ignore[no-untyped-def]
+    from service.engine import RuleEngine
+    from service.registry import Registry
+    from service.ruleset import load_ruleset
+
+    ruleset = load_ruleset(rules_dir or get_settings().rules_dir)
+    return Registry(ruleset, RuleEngine(ruleset))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from cds_hooks.models import to_json_dict
+    from service.errors import OsteoguardError
+
+    try:
+        payload = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except OSError as exc:
+        print(f"osteoguard evaluate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"osteoguard evaluate: {args.file} is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
+        registry = _registry()
+        hook = payload.get("hook") if isinstance(payload, dict) else None
+        service = registry.service_for_hook(str(hook))
+        response = asyncio.run(registry.call(service.id, payload))
+    except OsteoguardError as exc:
+        print(f"osteoguard evaluate: {exc.status_code}: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps(to_json_dict(response), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _rules_dir(args: argparse.Namespace) -> Path:
+    return Path(args.dir) if args.dir else get_settings().rules_dir
+
+
+def _rules_check(args: argparse.Namespace) -> int:
+    from service.rulecheck import check
+
+    ruleset, problems = check(_rules_dir(args))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    assert ruleset is not None
+    print(f"rule set {ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules OK")
+    return 0
+
+
+def _rules_test(args: argparse.Namespace) -> int:
+    from service.errors import RuleSetError
+    from service.scenarios import load_cases, run_case
+
+    root = _rules_dir(args)
+    try:
+        registry = _registry(root)
+        cases = load_cases(root)
+    except (RuleSetError, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    failed = 0
+    for case in cases:
+        outcome = asyncio.run(run_case(case, registry))
+        mark = "PASS" if outcome.ok else "FAIL"
+        print(f"{mark} {case.rule_id}/{case.path.stem}: {case.title}")
+        for problem in outcome.problems:
+            print(f"     {case.path}: {problem} (fired: {', '.join(outcome.fired) or 'nothing'})")
+        failed += not outcome.ok
+    print(f"{len(cases) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="osteoguard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=_serve)
+    evaluate = sub.add_parser("evaluate", help="evaluate one CDS Hooks request file offline")
+    evaluate.add_argument("file")
+    evaluate.set_defaults(func=_evaluate)
+    rules = sub.add_parser("rules", help="validate or test the rule set")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    check = rules_sub.add_parser("check", help="validate rule files")
+    check.add_argument("dir", nargs="?")
+    check.set_defaults(func=_rules_check)
+    test = rules_sub.add_parser("test", help="run the rule scenario fixtures")
+    test.add_argument("dir", nargs="?")
+    test.set_defaults(func=_rules_test)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

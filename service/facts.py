@@ -1,0 +1,293 @@
+"""Deriving the engine's facts from a patient's FHIR data (SPEC §3).
+
+Only usable data counts (status filters from the rule set); the latest result wins by
+clinical date whatever order the bundle lists them in (ties broken by timestamp, then id,
+so the outcome never depends on bundle order); units are normalised with the rule set's
+divisors; censored values keep their comparator so rules can tell "<24" from "low"; values
+that are not numbers are skipped. One fact per kind is always produced, ``count: 0`` when
+nothing usable exists, because absence must be a positive fact for the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from service.engine import Fact
+from service.fhir import (
+    FhirDate,
+    clinical_date,
+    concept_display,
+    concept_matches,
+    concept_texts,
+    quantity,
+    reference_id,
+    text_mentions,
+)
+from service.ruleset import RuleSet
+
+SEXES = ("male", "female", "other", "unknown")
+
+
+@dataclass(frozen=True)
+class PatientData:
+    """Everything the fact builder reads, already gathered from prefetch / FHIR / context."""
+
+    patient_id: str
+    patient: dict[str, Any] | None
+    resources: list[dict[str, Any]]  # from the prefetch bundles (any order)
+    drafts: list[dict[str, Any]]  # context.draftOrders entries
+    hook: str
+    has_draft: bool  # an anastrozole draft order exists that suggestions can act on
+
+
+def fmt_number(value: float) -> str:
+    """Short display of a number: 8.2, 10, -2.5, 9.997 (never rounds across a threshold)."""
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _for_patient(resource: dict[str, Any], patient_id: str) -> bool:
+    """False only when the resource clearly belongs to another patient."""
+    for key in ("subject", "patient"):
+        if key in resource:
+            ref = reference_id(resource.get(key), "Patient")
+            return ref is None or ref == patient_id
+    return True
+
+
+def _sort_key(found: FhirDate, resource: dict[str, Any]) -> tuple[date, str, str]:
+    rid = resource.get("id")
+    return (found.day, found.stamp, rid if isinstance(rid, str) else "")
+
+
+def _ref(resource: dict[str, Any]) -> str:
+    rid = resource.get("id")
+    rtype = resource.get("resourceType", "Resource")
+    return f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"{rtype} (no id)"
+
+
+class FactBuilder:
+    """Builds the fact list for one evaluation from a rule set's code lists and units."""
+
+    def __init__(self, ruleset: RuleSet, today: date) -> None:
+        self.rs = ruleset
+        self.today = today
+
+    # ---- medications -------------------------------------------------------------------
+    def medication_concepts(self, request: dict[str, Any], bundle: Iterable[dict[str, Any]]) -> list[Any]:
+        """The CodeableConcepts naming a MedicationRequest's drug (inline, contained or referenced)."""
+        concepts: list[Any] = []
+        inline = request.get("medicationCodeableConcept")
+        if isinstance(inline, dict):
+            concepts.append(inline)
+        ref = request.get("medicationReference")
+        if isinstance(ref, dict):
+            target = ref.get("reference")
+            medication: dict[str, Any] | None = None
+            if isinstance(target, str) and target.startswith("#"):
+                for contained in request.get("contained") or []:
+                    if isinstance(contained, dict) and contained.get("id") == target[1:]:
+                        medication = contained
+            elif isinstance(target, str):
+                wanted = reference_id(ref, "Medication")
+                for res in bundle:
+                    if res.get("resourceType") == "Medication" and res.get("id") == wanted:
+                        medication = res
+            if isinstance(ref.get("display"), str):
+                concepts.append({"text": ref["display"]})
+            if medication is not None:
+                concepts.append(medication.get("code"))
+                for ingredient in medication.get("ingredient") or []:
+                    if isinstance(ingredient, dict):
+                        concepts.append(ingredient.get("itemCodeableConcept"))
+        return [c for c in concepts if isinstance(c, dict)]
+
+    def is_medication(self, request: dict[str, Any], group: str, bundle: Iterable[dict[str, Any]]) -> bool:
+        """True when a MedicationRequest's drug is in the rule set's medication group."""
+        codes, names = self.rs.medications[group]
+        concepts = self.medication_concepts(request, list(bundle))
+        if any(concept_matches(c, codes) for c in concepts):
+            return True
+        return text_mentions((t for c in concepts for t in concept_texts(c)), names)
+
+    # ---- helpers -----------------------------------------------------------------------
+    def _usable(self, resource: dict[str, Any], patient_id: str) -> bool:
+        allowed = self.rs.usable_status.get(str(resource.get("resourceType")), frozenset())
+        return resource.get("status") in allowed and _for_patient(resource, patient_id)
+
+    def _days_ago(self, found: FhirDate) -> int:
+        return (self.today - found.day).days
+
+    def _ordered(self, name: str, data: PatientData) -> int:
+        codes = self.rs.orders[name]
+        allowed = self.rs.usable_status.get("ServiceRequest", frozenset())
+        for res in [*data.drafts, *data.resources]:
+            if res.get("resourceType") != "ServiceRequest" or not _for_patient(res, data.patient_id):
+                continue
+            status = res.get("status")
+            # Drafts in the order session may omit status; anything else must be draft/active.
+            in_session = any(res is d for d in data.drafts)
+            if (status in allowed or (in_session and status is None)) and concept_matches(
+                res.get("code"), codes
+            ):
+                return 1
+        return 0
+
+    def _observations(self, data: PatientData, code_list: str) -> list[tuple[FhirDate, dict[str, Any]]]:
+        codes = self.rs.observations[code_list]
+        found = []
+        for res in data.resources:
+            if res.get("resourceType") != "Observation" or not self._usable(res, data.patient_id):
+                continue
+            if not concept_matches(res.get("code"), codes):
+                continue
+            when = clinical_date(res, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
+            if when is not None and when.day <= self.today:
+                found.append((when, res))
+        found.sort(key=lambda pair: _sort_key(*pair))
+        return found
+
+    # ---- facts -------------------------------------------------------------------------
+    def context(self, data: PatientData) -> Fact:
+        gender = data.patient.get("gender") if isinstance(data.patient, dict) else None
+        sex = gender if gender in SEXES else "unknown"
+        pool = [*data.resources, *data.drafts]
+        meds = [
+            r
+            for r in data.resources
+            if r.get("resourceType") == "MedicationRequest" and self._usable(r, data.patient_id)
+        ]
+        meds += [
+            r
+            for r in data.drafts
+            if r.get("resourceType") == "MedicationRequest"
+            and r.get("status") in (None, "draft", "active")
+            and _for_patient(r, data.patient_id)
+        ]
+        on_t = any(self.is_medication(m, "testosterone", pool) for m in meds)
+        on_ar = any(self.is_medication(m, "antiresorptive", pool) for m in meds)
+        fields = {
+            "anastrozole": 1,
+            "has_draft": int(data.has_draft),
+            "hook": data.hook,
+            "sex": sex,
+            "on_testosterone": int(on_t),
+            "on_antiresorptive": int(on_ar),
+        }
+        evidence = {"sex": sex, "gender": gender if isinstance(gender, str) else "not recorded"}
+        return Fact("context", fields, evidence)
+
+    def lab(self, data: PatientData, name: str) -> Fact:
+        """Latest interpretable-unit result of a lab (estradiol, vitamin_d), normalised."""
+        target, divisors = self.rs.units[name]
+        lowered = {k.lower(): v for k, v in divisors.items()}
+        usable: list[tuple[FhirDate, dict[str, Any], float, Any]] = []
+        for when, res in self._observations(data, name):
+            q = quantity(res)
+            if q is None:
+                continue  # valueString, dataAbsentReason, non-numeric: skipped, never an error
+            divisor = divisors.get(q.unit, lowered.get(q.unit.lower()))
+            if divisor is None:
+                continue  # a unit we cannot convert cannot be compared with a threshold
+            usable.append((when, res, round(q.value / divisor, 6), q))
+        fields: dict[str, Any] = {"count": len(usable), "ordered": self._ordered(name, data)}
+        evidence: dict[str, Any] = {"count": len(usable), "text": "none on record", "date": "none"}
+        if usable:
+            when, res, value, q = usable[-1]
+            comparator = "" if q.comparator == "=" else q.comparator
+            text = f"{comparator}{fmt_number(value)} {target}"
+            if q.unit != target:
+                text = f"{comparator}{fmt_number(q.value)} {q.unit} ({text})"
+            fields |= {"days_ago": self._days_ago(when), "value": value, "comparator": q.comparator}
+            evidence |= {
+                "text": text,
+                "value": f"{comparator}{fmt_number(value)}",
+                "unit": target,
+                "date": when.text,
+                "days_ago": self._days_ago(when),
+                "source": _ref(res),
+                "name": concept_display(res.get("code")),
+                "censored": "yes" if q.comparator != "=" else "no",
+            }
+        return Fact(name, fields, evidence)
+
+    def dxa(self, data: PatientData) -> Fact:
+        """The most recent DXA of any kind: completed Procedure or T-score/BMD Observation."""
+        found: list[tuple[FhirDate, dict[str, Any]]] = []
+        codes = self.rs.procedures["dxa"]
+        for res in data.resources:
+            if res.get("resourceType") != "Procedure" or not self._usable(res, data.patient_id):
+                continue
+            if concept_matches(res.get("code"), codes):
+                when = clinical_date(res, "performedDateTime", "performedPeriod")
+                if when is not None and when.day <= self.today:
+                    found.append((when, res))
+        found += self._observations(data, "dxa_tscore") + self._observations(data, "dxa_bmd")
+        found.sort(key=lambda pair: _sort_key(*pair))
+        fields: dict[str, Any] = {"count": len(found), "ordered": self._ordered("dxa", data)}
+        evidence: dict[str, Any] = {"count": len(found), "date": "none"}
+        if found:
+            when, res = found[-1]
+            fields["days_ago"] = self._days_ago(when)
+            evidence |= {
+                "date": when.text,
+                "days_ago": self._days_ago(when),
+                "source": _ref(res),
+                "name": concept_display(res.get("code")),
+            }
+        return Fact("dxa", fields, evidence)
+
+    def bone(self, data: PatientData) -> Fact:
+        """Lowest T-score on the most recent T-score date, with the latest FRAX results."""
+        scores = []
+        for when, res in self._observations(data, "dxa_tscore"):
+            q = quantity(res)
+            if q is not None and q.comparator == "=":
+                scores.append((when, res, q.value))
+        fields: dict[str, Any] = {"count": len(scores)}
+        evidence: dict[str, Any] = {"count": len(scores), "frax": "not recorded"}
+        if scores:
+            last_day = scores[-1][0].day
+            same_day = [s for s in scores if s[0].day == last_day]
+            when, res, tscore = min(same_day, key=lambda s: (s[2], _sort_key(s[0], s[1])))
+            fields |= {"days_ago": self._days_ago(when), "tscore": tscore}
+            evidence |= {
+                "tscore": fmt_number(tscore),
+                "site": concept_display(res.get("code")),
+                "date": when.text,
+                "days_ago": self._days_ago(when),
+                "source": _ref(res),
+            }
+        frax_parts = []
+        for field_name, code_list, label in (
+            ("frax_hip", "frax_hip", "hip"),
+            ("frax_major", "frax_major", "major osteoporotic"),
+        ):
+            results = []
+            for when, res in self._observations(data, code_list):
+                q = quantity(res)
+                if q is not None and q.comparator == "=":
+                    results.append((when, res, q.value))
+            if results:
+                when, res, value = results[-1]
+                fields[field_name] = value
+                evidence[field_name] = f"{fmt_number(value)} %"
+                frax_parts.append(f"{label} {fmt_number(value)} % ({when.text}, {_ref(res)})")
+            else:
+                evidence[field_name] = "not recorded"
+        if frax_parts:
+            evidence["frax"] = "; ".join(frax_parts)
+        return Fact("bone", fields, evidence)
+
+    def build(self, data: PatientData) -> list[Fact]:
+        """All facts for one evaluation, in a fixed order."""
+        return [
+            self.context(data),
+            self.lab(data, "estradiol"),
+            self.lab(data, "vitamin_d"),
+            self.dxa(data),
+            self.bone(data),
+        ]

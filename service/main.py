@@ -1,0 +1,88 @@
+"""The ASGI application: ``create_app()``; the lifespan owns the rule set and the engine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import date
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.api import JsonResponse, router
+from service.engine import RuleEngine
+from service.errors import (
+    OsteoguardError,
+    RequestError,
+    RuleSetError,
+    UnknownService,
+    operation_outcome,
+)
+from service.registry import Registry, utc_today
+from service.ruleset import load_ruleset
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("osteoguard")
+
+
+def _error_response(error: OsteoguardError) -> JsonResponse:
+    return JsonResponse(operation_outcome(error), status_code=error.status_code)
+
+
+def create_app(settings: Settings | None = None, today: Callable[[], date] = utc_today) -> FastAPI:
+    """Build the app. The rule set is loaded (and must validate) when the lifespan starts."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auth == "jwt":
+            raise RuleSetError(
+                ["OSTEOGUARD_AUTH=jwt is not supported by this build yet; set OSTEOGUARD_AUTH=off"]
+            )
+        log.warning("OSTEOGUARD_AUTH=off: CDS calls are NOT authenticated. Never expose this to a network.")
+        ruleset = load_ruleset(settings.rules_dir)
+        engine = RuleEngine(ruleset)
+        app.state.settings = settings
+        app.state.registry = Registry(ruleset, engine, today)
+        log.info("rule set %s %s loaded (%d rules)", ruleset.name, ruleset.version, len(ruleset.rules))
+        try:
+            yield
+        finally:
+            engine.close()
+
+    app = FastAPI(
+        title="Osteoguard",
+        summary="CDS Hooks 2.0 service: bone health when anastrozole is prescribed",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.include_router(router)
+
+    @app.exception_handler(OsteoguardError)
+    async def on_error(request: Request, exc: OsteoguardError) -> JsonResponse:
+        if exc.status_code >= 500:
+            log.error("request failed: %s (%s)", exc.error_code, type(exc.__cause__).__name__)
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JsonResponse:
+        if exc.status_code == 404:
+            return _error_response(UnknownService(f"no resource at {request.url.path}"))
+        error = RequestError(str(exc.detail))
+        error.status_code = exc.status_code
+        return _error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JsonResponse:
+        return _error_response(RequestError("invalid request"))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JsonResponse:
+        # The type only: messages of foreign exceptions can echo request content.
+        log.error("unexpected error: %s", type(exc).__name__)
+        return _error_response(OsteoguardError("internal error; the request was not evaluated"))
+
+    return app

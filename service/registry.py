@@ -1,0 +1,162 @@
+"""The three CDS services and the pipeline every hook call goes through.
+
+look up the service -> validate the request -> is it about anastrozole? -> prefetch
+-> derive facts -> evaluate the rules -> build cards
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from cds_hooks.models import CdsRequest, CdsResponse, Discovery, Service
+from service.cards import CardBuilder
+from service.engine import RuleEngine
+from service.errors import RequestError, UnknownService, WrongHook
+from service.facts import FactBuilder, PatientData
+from service.fhir import bundle_resources
+from service.hooks import ORDER_HOOKS, candidate_orders, parse_context
+from service.prefetch import PREFETCH_KEYS, prefetch_templates, require
+from service.ruleset import RuleSet
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    id: str
+    hook: str
+    title: str
+    description: str
+
+
+SERVICES = (
+    ServiceDefinition(
+        "anastrozole-bone-order-select",
+        "order-select",
+        "Bone health check when anastrozole is selected",
+        "When anastrozole is selected for a patient, checks DXA, estradiol and 25-OH vitamin D "
+        "monitoring and suggests dose titration or antiresorptive therapy where bone is at risk.",
+    ),
+    ServiceDefinition(
+        "anastrozole-bone-order-sign",
+        "order-sign",
+        "Bone health check before anastrozole is signed",
+        "Before an anastrozole order is signed, checks DXA, estradiol and 25-OH vitamin D "
+        "monitoring and suggests dose titration or antiresorptive therapy where bone is at risk.",
+    ),
+    ServiceDefinition(
+        "anastrozole-bone-patient-view",
+        "patient-view",
+        "Bone health review for patients taking anastrozole",
+        "When the chart of a patient with an active anastrozole prescription is opened, reviews "
+        "DXA, estradiol and 25-OH vitamin D monitoring and bone-protective treatment.",
+    ),
+)
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
+class Registry:
+    """Owns the rule set, the engine and the service definitions; answers hook calls."""
+
+    def __init__(self, ruleset: RuleSet, engine: RuleEngine, today: Callable[[], date] = utc_today) -> None:
+        self.ruleset = ruleset
+        self.engine = engine
+        self.today = today
+        self.services = {s.id: s for s in SERVICES}
+        self._templates = prefetch_templates(ruleset)
+
+    def discovery(self) -> Discovery:
+        return Discovery(
+            services=[
+                Service(
+                    hook=s.hook,
+                    title=s.title,
+                    description=s.description,
+                    id=s.id,
+                    prefetch=dict(self._templates),
+                    usageRequirements=(
+                        "Send the prefetch keys, or fhirServer with fhirAuthorization so missing data "
+                        "can be read (Patient, MedicationRequest, Observation, Procedure: read access)."
+                    ),
+                )
+                for s in SERVICES
+            ]
+        )
+
+    def service_for_hook(self, hook: str) -> ServiceDefinition:
+        for service in SERVICES:
+            if service.hook == hook:
+                return service
+        raise RequestError(f"no Osteoguard service answers the hook {hook!r}")
+
+    async def call(self, service_id: str, payload: Any) -> CdsResponse:
+        """Answer one hook call (``payload`` is the parsed JSON body)."""
+        service = self.services.get(service_id)
+        if service is None:
+            raise UnknownService(f"no CDS service with id {service_id!r}")
+        if not isinstance(payload, dict):
+            raise RequestError("the request body must be a JSON object")
+        try:
+            request = CdsRequest.model_validate(payload)
+        except ValidationError as exc:
+            raise RequestError(f"invalid CDS Hooks request: {_describe(exc)}") from exc
+        if request.hook != service.hook:
+            raise WrongHook(f"service {service.id!r} answers {service.hook!r}, not {request.hook!r}")
+        ctx = parse_context(request.hook, request.context)
+        facts = FactBuilder(self.ruleset, self.today())
+        prefetch = request.prefetch
+
+        if request.hook in ORDER_HOOKS:
+            pool = ctx.drafts
+            drafts = [o for o in candidate_orders(ctx) if facts.is_medication(o, "anastrozole", pool)]
+            if not drafts:
+                return CdsResponse(cards=[])
+            data = require(prefetch, PREFETCH_KEYS, request.fhirServer)
+        else:
+            drafts = []
+            meds = require(prefetch, ("medications",), request.fhirServer)["medications"]
+            bundle = list(bundle_resources(meds))
+            if not any(
+                r.get("resourceType") == "MedicationRequest"
+                and r.get("status") == "active"
+                and facts.is_medication(r, "anastrozole", bundle)
+                for r in bundle
+            ):
+                return CdsResponse(cards=[])
+            data = require(prefetch, PREFETCH_KEYS, request.fhirServer)
+
+        patient = data["patient"]
+        if patient.get("resourceType") != "Patient":
+            raise RequestError("prefetch.patient must be a Patient resource")
+        if isinstance(patient.get("id"), str) and patient["id"] != ctx.patient_id:
+            raise RequestError("prefetch.patient is a different patient from context.patientId")
+        resources = [r for key in PREFETCH_KEYS[1:] for r in bundle_resources(data[key])]
+        patient_data = PatientData(
+            patient_id=ctx.patient_id,
+            patient=patient,
+            resources=resources,
+            drafts=ctx.drafts,
+            hook=request.hook,
+            has_draft=bool(drafts),
+        )
+        fact_list = facts.build(patient_data)
+        firings = self.engine.evaluate(fact_list)
+        cards = CardBuilder(self.ruleset, facts.today).build(
+            firings,
+            patient_id=ctx.patient_id,
+            sex=str(fact_list[0].fields["sex"]),
+            drafts=drafts,
+        )
+        return CdsResponse(cards=cards)

@@ -1,0 +1,36 @@
+"""Configuration from the environment (``OSTEOGUARD_*``) or a ``.env`` file, with safe defaults."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGED_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OSTEOGUARD_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    # Until JWT verification lands (security issue) the only supported mode is "off";
+    # "jwt" is refused at start-up rather than silently accepting unsigned calls.
+    auth: Literal["jwt", "off"] = "off"
+    trusted_clients: Path | None = None
+    public_url: str | None = None
+    database_url: str = "sqlite:///./osteoguard.db"
+    rules_dir: Path = PACKAGED_RULES_DIR
+    fhir_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once (override in tests with ``cache_clear``)."""
+    return Settings()
