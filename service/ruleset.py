@@ -224,6 +224,8 @@ def _check_field(name: str, kind: str | None, where: tuple[Any, ...], problems: 
         return
     if kind is None:
         problems.add(where, "each alias must first constrain its fact kind, e.g. {kind: estradiol}")
+    elif kind not in FACT_FIELDS:
+        return  # the unknown kind itself is reported where it is named
     elif name not in FACT_FIELDS[kind]:
         problems.add(where, f"fact kind {kind!r} has no field {name!r}")
 

@@ -1,0 +1,138 @@
+"""Card building: the safety invariants, draft-order transforms and card metadata."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from service.cards import hold, lower_weekly_dose
+from service.registry import Registry
+from tests.builders import SERVICE_FOR_HOOK, med, order_sign
+
+
+def cards(registry: Registry, request: dict[str, Any]) -> dict[str, Any]:
+    response = asyncio.run(registry.call(SERVICE_FOR_HOOK[request["hook"]], request))
+    return {c.source.topic.code: c for c in response.cards if c.source.topic}
+
+
+def anastrozole_actions(card: Any) -> list[str]:
+    return [a.type for s in card.suggestions for a in s.actions if a.type in ("update", "delete")]
+
+
+@pytest.mark.parametrize("gender", ["female", "unknown", "other", None])
+def test_anastrozole_is_never_reduced_or_stopped_unless_male(registry: Registry, gender: str | None) -> None:
+    found = cards(registry, order_sign("safe-1", gender=gender, e2=5.0, tscore=-3.1))
+    assert "low-estradiol" not in found
+    osteoporosis = found["osteoporosis-antiresorptive"]
+    assert anastrozole_actions(osteoporosis) == []
+    assert [s.label for s in osteoporosis.suggestions] == ["Start alendronic acid 70 mg once weekly"]
+
+
+def test_male_with_osteoporosis_may_stop_the_draft(registry: Registry) -> None:
+    card = cards(registry, order_sign("safe-2", tscore=-3.1))["osteoporosis-antiresorptive"]
+    assert anastrozole_actions(card) == ["delete"]
+    assert card.suggestions[1].actions[0].resourceId == "MedicationRequest/draft-ana"
+    assert card.selectionBehavior == "at-most-one"
+
+
+def test_low_estradiol_update_keeps_the_draft_id(registry: Registry) -> None:
+    card = cards(registry, order_sign("safe-3", e2=6.0))["low-estradiol"]
+    lower, held = card.suggestions
+    assert lower.actions[0].type == "update" and lower.actions[0].resource["id"] == "draft-ana"
+    assert lower.actions[0].resource["dosageInstruction"][0]["timing"]["repeat"]["frequency"] == 1
+    assert held.actions[0].resource["status"] == "on-hold"
+    assert held.actions[0].resource["id"] == "draft-ana"
+
+
+def test_only_the_anastrozole_draft_is_updated_when_several_drafts(registry: Registry) -> None:
+    other = med("draft-lisinopril", "safe-4", "314076", status="draft")
+    card = cards(registry, order_sign("safe-4", e2=6.0, extra_drafts=[other]))["low-estradiol"]
+    ids = {a.resource["id"] for s in card.suggestions for a in s.actions}
+    assert ids == {"draft-ana"}
+
+
+def test_warning_cards_offer_a_snooze_and_info_cards_do_not(registry: Registry) -> None:
+    found = cards(registry, order_sign("safe-5", dxa_days=900, vitd=None))
+    assert any(r.code == "snooze-90d" for r in found["baseline-dexa"].overrideReasons)
+    assert found["vitamin-d"].overrideReasons == []
+
+
+def test_evidence_is_in_every_card(registry: Registry) -> None:
+    card = cards(registry, order_sign("safe-6", e2=6.0))["low-estradiol"]
+    assert "6 pg/mL" in card.summary and "10 pg/mL" in card.summary
+    assert "Finkelstein" in card.detail and "protocol" in card.detail
+    assert "Observation/e2" in card.detail and "2026.11.0" in card.detail or "rule set" in card.detail
+
+
+def dosage(frequency: int, period: float, unit: str) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": "d",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/x"},
+        "medicationCodeableConcept": {"text": "anastrozole"},
+        "dosageInstruction": [
+            {
+                "timing": {"repeat": {"frequency": frequency, "period": period, "periodUnit": unit}},
+                "doseAndRate": [{"doseQuantity": {"value": 0.5, "unit": "mg"}}],
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ((2, 1, "wk"), (1, 1, "wk")),  # twice weekly -> once weekly
+        ((1, 1, "wk"), (1, 2, "wk")),  # once weekly -> every two weeks
+        ((1, 3.5, "d"), (1, 7, "d")),  # every 3.5 days -> every 7 days
+        ((1, 1, "d"), (1, 2, "d")),  # daily -> every other day
+        ((4, 1, "wk"), (2, 1, "wk")),
+    ],
+)
+def test_lower_weekly_dose_halves_administrations(
+    before: tuple[int, float, str], after: tuple[int, float, str]
+) -> None:
+    updated = lower_weekly_dose(dosage(*before), 0.5)
+    assert updated is not None
+    repeat = updated["dosageInstruction"][0]["timing"]["repeat"]
+    assert (repeat["frequency"], repeat["period"], repeat["periodUnit"]) == after
+    assert updated["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 0.5
+    assert "reduced from" in updated["dosageInstruction"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        {"resourceType": "MedicationRequest", "id": "d"},  # no dosage at all
+        {"resourceType": "MedicationRequest", "id": "d", "dosageInstruction": [{"text": "as directed"}]},
+        dosage(1, 1, "min"),  # a unit we do not scale
+    ],
+)
+def test_lower_weekly_dose_gives_up_on_unreadable_timing(order: dict[str, Any]) -> None:
+    assert lower_weekly_dose(order, 0.5) is None
+
+
+def test_lower_weekly_dose_does_not_touch_the_original() -> None:
+    original = dosage(2, 1, "wk")
+    lower_weekly_dose(original, 0.5)
+    assert original["dosageInstruction"][0]["timing"]["repeat"]["frequency"] == 2
+
+
+def test_hold_changes_only_the_status() -> None:
+    original = dosage(2, 1, "wk")
+    held = hold(original)
+    assert held["status"] == "on-hold" and original["status"] == "draft"
+    assert {k: v for k, v in held.items() if k != "status"} == {
+        k: v for k, v in original.items() if k != "status"
+    }
+
+
+def test_draft_without_readable_dose_still_gets_the_card_and_the_hold(registry: Registry) -> None:
+    req = order_sign("safe-7", e2=6.0)
+    req["context"]["draftOrders"]["entry"][-1]["resource"]["dosageInstruction"] = [{"text": "as directed"}]
+    card = cards(registry, req)["low-estradiol"]
+    assert [s.label for s in card.suggestions] == ["Hold anastrozole and recheck estradiol"]
