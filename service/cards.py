@@ -199,7 +199,9 @@ class CardBuilder:
             rule = self.rs.rule(firing.rule_id)
             variant = next(v for v in rule.variants if v.name == firing.variant)
             cards.append(self._card(rule, variant, firing, patient_id, sex, drafts))
-        return cards
+        # Most urgent first; rule-file order within the same urgency.
+        urgency = {Indicator.critical: 0, Indicator.warning: 1, Indicator.info: 2}
+        return sorted(cards, key=lambda card: urgency[card.indicator])
 
     def _card(
         self,

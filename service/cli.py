@@ -6,9 +6,14 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.settings import get_settings
+
+if TYPE_CHECKING:
+    from service.registry import Registry
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -32,13 +37,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registry(rules_dir: Path | None = None):  # type: ignore[no-untyped-def]
+def _registry(rules_dir: Path | None = None, today: date | None = None) -> Registry:
     from service.engine import RuleEngine
-    from service.registry import Registry
+    from service.registry import Registry, utc_today
     from service.ruleset import load_ruleset
 
     ruleset = load_ruleset(rules_dir or get_settings().rules_dir)
-    return Registry(ruleset, RuleEngine(ruleset))
+    return Registry(ruleset, RuleEngine(ruleset), (lambda: today) if today else utc_today)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -54,7 +59,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"osteoguard evaluate: {args.file} is not valid JSON: {exc}", file=sys.stderr)
         return 2
     try:
-        registry = _registry()
+        registry = _registry(today=args.today)
         hook = payload.get("hook") if isinstance(payload, dict) else None
         service = registry.service_for_hook(str(hook))
         response = asyncio.run(registry.call(service.id, payload))
@@ -116,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     evaluate = sub.add_parser("evaluate", help="evaluate one CDS Hooks request file offline")
     evaluate.add_argument("file")
+    evaluate.add_argument(
+        "--today",
+        type=date.fromisoformat,
+        help="evaluate as of this date (YYYY-MM-DD) instead of today, e.g. to replay a logged call",
+    )
     evaluate.set_defaults(func=_evaluate)
     rules = sub.add_parser("rules", help="validate or test the rule set")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)

@@ -14,7 +14,7 @@ from service.scenarios import load_cases, roll_dates
 from service.settings import PACKAGED_RULES_DIR
 from tests.builders import SERVICE_FOR_HOOK, obs
 
-CASES = [c for c in load_cases(PACKAGED_RULES_DIR)]
+CASES = load_cases(PACKAGED_RULES_DIR)
 
 
 def shuffled(request: dict[str, Any], seed: int) -> dict[str, Any]:

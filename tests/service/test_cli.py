@@ -1,0 +1,88 @@
+"""The osteoguard command: evaluate, rules check, rules test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.settings import PACKAGED_RULES_DIR, get_settings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> None:
+    get_settings.cache_clear()
+
+
+def test_evaluate_prints_the_cards_of_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    # The example has fixed dates (as an EHR would send them); --today pins the evaluation date.
+    assert main(["evaluate", str(EXAMPLES / "order-sign-low-estradiol.json"), "--today", "2026-11-28"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [c["source"]["topic"]["code"] for c in body["cards"]] == [
+        "low-estradiol",
+        "baseline-dexa",
+        "osteopenia-monitoring",
+        "vitamin-d",
+    ]
+    assert body["cards"][0]["summary"] == (
+        "Estradiol 8.2 pg/mL on 2026-09-01 is below 10 pg/mL: consider a lower anastrozole dose"
+    )
+
+
+def test_evaluate_as_of_another_day_changes_what_is_recent(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(EXAMPLES / "order-sign-low-estradiol.json"), "--today", "2027-06-01"]) == 0
+    codes = [c["source"]["topic"]["code"] for c in json.loads(capsys.readouterr().out)["cards"]]
+    assert "low-estradiol" not in codes and "estradiol-monitoring" in codes
+
+
+@pytest.mark.parametrize(
+    "content", ["{not json", '{"hook": "order-sign"}', '{"hook": "nope", "hookInstance": "x", "context": {}}']
+)
+def test_evaluate_bad_input_is_exit_2_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert main(["evaluate", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("osteoguard evaluate:")
+
+
+def test_evaluate_missing_file_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "/nonexistent/request.json"]) == 2
+
+
+def test_rules_check_passes_on_the_packaged_rules(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "check"]) == 0
+    assert "6 rules OK" in capsys.readouterr().out
+
+
+def test_rules_check_reports_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(PACKAGED_RULES_DIR, rules)
+    path = rules / "monitoring/vitamin-d/rule.yaml"
+    path.write_text(path.read_text().replace("indicator: info", "indicator: loud"))
+    assert main(["rules", "check", str(rules)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:" in err and "indicator must be one of" in err
+
+
+def test_rules_test_runs_every_case(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "test"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    passed = int(last.split()[0])
+    assert passed >= 60 and last.endswith("0 failed")
+
+
+def test_rules_test_fails_when_a_case_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(PACKAGED_RULES_DIR, rules)
+    path = rules / "dosing/low-estradiol/rule.yaml"
+    path.write_text(path.read_text().replace("e2_low_pg_ml: 10 ", "e2_low_pg_ml: 5 "))
+    assert main(["rules", "test", str(rules)]) == 1
+    assert "FAIL low-estradiol/" in capsys.readouterr().out

@@ -1,0 +1,59 @@
+"""`osteoguard serve` as a real process on 127.0.0.1: starts, answers, logs JSON, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.builders import order_sign
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_hooks_over_http(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "OSTEOGUARD_AUTH": "off", "OSTEOGUARD_DATABASE_URL": f"sqlite:///{tmp_path}/og.db"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait for the startup line instead of sleeping
+            lines.append(line)
+            if "Uvicorn running on" in line or proc.poll() is not None:
+                break
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10) as http:
+            assert http.get("/healthz").status_code == 200
+            response = http.post("/cds-services/anastrozole-bone-order-sign", json=order_sign("srv-1", e2=7.0))
+            assert response.status_code == 200
+            assert "low-estradiol" in [c["source"]["topic"]["code"] for c in response.json()["cards"]]
+            assert "server" not in response.headers  # no banner with versions
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+        lines.extend(rest.splitlines())
+    # uvicorn re-raises SIGTERM after a graceful shutdown, so the exit status is -SIGTERM.
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert any("Application shutdown complete" in line for line in lines)
+    records = [json.loads(line) for line in lines if line.strip().startswith("{")]
+    assert any("NOT authenticated" in r["message"] for r in records)
+    hook_logs = [r for r in records if r["message"] == "hook answered"]
+    assert hook_logs and hook_logs[0]["rules"] == ["low-estradiol"]
+    assert "srv-1" not in "\n".join(lines)  # no patient identifiers in logs
