@@ -41,7 +41,9 @@ def test_serve_answers_hooks_over_http(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=10) as http:
             assert http.get("/healthz").status_code == 200
-            response = http.post("/cds-services/anastrozole-bone-order-sign", json=order_sign("srv-1", e2=7.0))
+            response = http.post(
+                "/cds-services/anastrozole-bone-order-sign", json=order_sign("srv-1", e2=7.0)
+            )
             assert response.status_code == 200
             assert "low-estradiol" in [c["source"]["topic"]["code"] for c in response.json()["cards"]]
             assert "server" not in response.headers  # no banner with versions
