@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import re
+from datetime import date
 from typing import Any
 
 import pytest
 
 from service.cards import hold, lower_weekly_dose
 from service.registry import Registry
+from service.scenarios import load_cases, roll_dates
+from service.settings import PACKAGED_RULES_DIR
 from tests.builders import SERVICE_FOR_HOOK, med, order_sign
 
 
@@ -136,3 +141,30 @@ def test_draft_without_readable_dose_still_gets_the_card_and_the_hold(registry: 
     req["context"]["draftOrders"]["entry"][-1]["resource"]["dosageInstruction"] = [{"text": "as directed"}]
     card = cards(registry, req)["low-estradiol"]
     assert [s.label for s in card.suggestions] == ["Hold anastrozole and recheck estradiol"]
+
+
+REDUCING_TEXT = re.compile(
+    r"anastrozole dose|reconsider whether anastrozole|hold anastrozole|stop (this|the) anastrozole"
+    r"|lower the weekly|lower anastrozole",
+    re.IGNORECASE,
+)
+SCENARIOS = load_cases(PACKAGED_RULES_DIR)
+
+
+@pytest.mark.parametrize("gender", ["female", "unknown", None])
+def test_no_card_for_a_non_male_patient_reduces_or_questions_anastrozole(
+    registry: Registry, gender: str | None
+) -> None:
+    seen: set[str] = set()
+    for case in SCENARIOS:
+        request = roll_dates(copy.deepcopy(case.request), date.today())
+        patient = request["prefetch"]["patient"]
+        patient.pop("gender", None)
+        if gender is not None:
+            patient["gender"] = gender
+        for card in cards(registry, request).values():
+            seen.add(str(card.source.topic.code))
+            text = " ".join([card.summary, card.detail or "", *(s.label for s in card.suggestions)])
+            assert not REDUCING_TEXT.search(text), f"{case.path}: {card.source.topic.code}"
+            assert anastrozole_actions(card) == [], f"{case.path}: {card.source.topic.code}"
+    assert {"osteoporosis-antiresorptive", "osteopenia-monitoring", "baseline-dexa"} <= seen
