@@ -88,18 +88,6 @@ class Discovery(_Wire):
     services: list[Service]
 
 
-class FhirAuthorization(BaseModel):
-    """The ``fhirAuthorization`` request object; extra fields from clients are tolerated."""
-
-    model_config = ConfigDict(extra="allow")
-
-    access_token: str
-    token_type: str | None = None
-    expires_in: int | None = None
-    scope: str | None = None
-    subject: str | None = None
-
-
 class CdsRequest(BaseModel):
     """A hook call. Only the fields the service reads are typed; anything else is tolerated."""
 
@@ -107,8 +95,10 @@ class CdsRequest(BaseModel):
 
     hook: str = Field(min_length=1)
     hookInstance: str = Field(min_length=1)
-    fhirServer: str | None = None
-    fhirAuthorization: FhirAuthorization | None = None
+    # Read only when data must be fetched from the FHIR server; checked there, so a malformed
+    # value never fails a call that has all its prefetch.
+    fhirServer: Any = None
+    fhirAuthorization: Any = None
     context: dict[str, Any]
     prefetch: dict[str, Any] | None = None
 

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from cds_hooks.models import Action, Card, Coding, Indicator, Source, Suggestion
 from service.engine import Fact, Firing
-from service.facts import fmt_number
+from service.facts import ACTION_TAG_SYSTEM, DOSE_LOWERED, fmt_number
 from service.ruleset import MAX_SUMMARY, ActionTemplate, Rule, RuleSet, SuggestionTemplate, Variant
 
 
@@ -67,9 +67,32 @@ def _ns(mapping: Mapping[str, Any]) -> _Namespace:
     return _Namespace({k: (_ns(v) if isinstance(v, Mapping) else v) for k, v in mapping.items()})
 
 
-def template_values(rule: Rule, ruleset: RuleSet, matched: Mapping[str, Fact]) -> dict[str, Any]:
-    """What a rule's card templates can refer to: matched aliases, params, rule-set info."""
-    values: dict[str, Any] = {alias: _ns(fact.evidence) for alias, fact in matched.items()}
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#!])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def markdown_text(value: str) -> str:
+    """Client-supplied text made inert in GitHub-flavoured Markdown (no links, HTML, emphasis)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _CONTROL.sub(" ", value))
+
+
+def _escaped(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: _escaped(v) if isinstance(v, Mapping) else markdown_text(v) if isinstance(v, str) else v
+        for k, v in mapping.items()
+    }
+
+
+def template_values(
+    rule: Rule, ruleset: RuleSet, matched: Mapping[str, Fact], *, markdown: bool = False
+) -> dict[str, Any]:
+    """What a rule's card templates can refer to: matched aliases, params, rule-set info.
+
+    With ``markdown``, evidence strings (which come from the client's FHIR data) are escaped.
+    """
+    values: dict[str, Any] = {
+        alias: _ns(_escaped(fact.evidence) if markdown else fact.evidence) for alias, fact in matched.items()
+    }
     values["params"] = _ns({k: fmt_number(v) if isinstance(v, float) else v for k, v in rule.params.items()})
     values["ruleset"] = _ns({"name": ruleset.name, "version": ruleset.version})
     return values
@@ -87,13 +110,41 @@ def _fill(template: Any, values: Mapping[str, str]) -> Any:
 
 
 _WEEKS = {"d": 1 / 7, "wk": 1.0, "mo": 30.4375 / 7, "a": 365.25 / 7, "h": 1 / 168}
+# Timing details the transform cannot rewrite consistently (fixed weekdays, events, ranges,
+# a total count, PRN): with any of them present it offers no dose change rather than a
+# contradictory one.
+_UNSAFE_REPEAT = ("dayOfWeek", "timeOfDay", "when", "frequencyMax", "periodMax", "count", "countMax")
+_UNSAFE_TIMING = ("event", "code")
+_UNSAFE_DOSAGE = ("asNeededBoolean", "asNeededCodeableConcept", "maxDosePerPeriod")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _tag_dose_lowered(order: dict[str, Any]) -> None:
+    meta = order.setdefault("meta", {})
+    if not isinstance(meta, dict):
+        order["meta"] = meta = {}
+    tags = meta.get("tag")
+    if not isinstance(tags, list):
+        meta["tag"] = tags = []
+    tags.append(
+        {
+            "system": ACTION_TAG_SYSTEM,
+            "code": DOSE_LOWERED,
+            "display": "Dose lowered on an Osteoguard suggestion",
+        }
+    )
 
 
 def lower_weekly_dose(order: dict[str, Any], factor: float) -> dict[str, Any] | None:
     """The draft order with its weekly dose scaled by ``factor`` (< 1), tablets unchanged.
 
     Fewer administrations rather than smaller ones: twice weekly becomes once weekly, once
-    weekly becomes once every two weeks. None when the draft's timing cannot be read.
+    weekly becomes once every two weeks. The result carries Osteoguard's ``dose-lowered`` tag
+    so the same suggestion is not offered again for it. None when the timing cannot be read
+    or rewritten consistently.
     """
     if not 0 < factor < 1:
         return None
@@ -102,21 +153,22 @@ def lower_weekly_dose(order: dict[str, Any], factor: float) -> dict[str, Any] | 
     if not isinstance(dosages, list) or not dosages:
         return None
     for dosage in dosages:
-        repeat = (dosage.get("timing") or {}).get("repeat") if isinstance(dosage, dict) else None
-        if not isinstance(repeat, dict):
+        if not isinstance(dosage, dict) or any(k in dosage for k in _UNSAFE_DOSAGE):
+            return None
+        timing = dosage.get("timing")
+        if not isinstance(timing, dict) or any(k in timing for k in _UNSAFE_TIMING):
+            return None
+        repeat = timing.get("repeat")
+        if not isinstance(repeat, dict) or any(k in repeat for k in _UNSAFE_REPEAT):
             return None
         frequency = repeat.get("frequency", 1)
         period = repeat.get("period")
         unit = repeat.get("periodUnit")
-        if (
-            not isinstance(frequency, int)
-            or isinstance(frequency, bool)
-            or frequency < 1
-            or not isinstance(period, int | float)
-            or isinstance(period, bool)
-            or period <= 0
-            or unit not in _WEEKS
-        ):
+        if not (isinstance(frequency, int) and _positive(frequency) and _positive(period)):
+            return None
+        if frequency > 100 or period > 1000:
+            return None  # not a real anastrozole schedule
+        if not isinstance(unit, str) or unit not in _WEEKS:
             return None
         before = frequency / (period * _WEEKS[unit])
         new_frequency = frequency * factor
@@ -127,18 +179,24 @@ def lower_weekly_dose(order: dict[str, Any], factor: float) -> dict[str, Any] | 
             new_period = period / factor
             repeat["period"] = int(new_period) if float(new_period).is_integer() else new_period
         after = repeat["frequency"] / (repeat["period"] * _WEEKS[unit])
+        instruction = f"{_dose_text(dosage)}{_timing_text(repeat)}"
         dosage["text"] = (
-            f"{_dose_text(dosage)}{_timing_text(repeat)} "
-            f"(reduced from {fmt_number(before)} to {fmt_number(after)} doses per week)"
+            f"{instruction} (reduced from {fmt_number(before)} to {fmt_number(after)} doses per week)"
         )
+        if "patientInstruction" in dosage:
+            dosage["patientInstruction"] = f"Take {instruction}."
+    _tag_dose_lowered(updated)
     return updated
 
 
 def _dose_text(dosage: dict[str, Any]) -> str:
-    for dose_rate in dosage.get("doseAndRate") or []:
+    dose_rates = dosage.get("doseAndRate")
+    for dose_rate in dose_rates if isinstance(dose_rates, list) else []:
         q = dose_rate.get("doseQuantity") if isinstance(dose_rate, dict) else None
-        if isinstance(q, dict) and isinstance(q.get("value"), int | float):
-            return f"{fmt_number(float(q['value']))} {q.get('unit') or q.get('code') or ''}".rstrip() + " "
+        if isinstance(q, dict) and _positive(q.get("value")):
+            unit = q.get("unit") if isinstance(q.get("unit"), str) else q.get("code")
+            unit = unit if isinstance(unit, str) else ""
+            return f"{fmt_number(float(q['value']))} {unit}".rstrip() + " "
     return ""
 
 
@@ -212,11 +270,10 @@ class CardBuilder:
         sex: str,
         drafts: list[dict[str, Any]],
     ) -> Card:
-        values = template_values(rule, self.rs, firing.matched)
-        summary = " ".join(render(variant.summary, values).split())
+        summary = " ".join(render(variant.summary, template_values(rule, self.rs, firing.matched)).split())
         if len(summary) > MAX_SUMMARY:
             summary = summary[: MAX_SUMMARY - 1].rstrip() + "…"
-        detail = render(variant.detail, values).strip()
+        detail = render(variant.detail, template_values(rule, self.rs, firing.matched, markdown=True)).strip()
         detail += f"\n\n---\n_Rule `{rule.id}` ({rule.title}), rule set {self.rs.name} {self.rs.version}._"
         suggestions = []
         for template in variant.suggestions:

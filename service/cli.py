@@ -55,7 +55,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"osteoguard evaluate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: e.g. an integer longer than Python's 4,300-digit conversion limit.
         print(f"osteoguard evaluate: {args.file} is not valid JSON: {exc}", file=sys.stderr)
         return 2
     try:
@@ -66,6 +67,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     except OsteoguardError as exc:
         print(f"osteoguard evaluate: {exc.status_code}: {exc.message}", file=sys.stderr)
         return 2
+    except Exception as exc:  # an internal error must still not print a traceback with patient data
+        print(f"osteoguard evaluate: internal error ({type(exc).__name__})", file=sys.stderr)
+        return 1
     print(json.dumps(to_json_dict(response), indent=2, ensure_ascii=False))
     return 0
 

@@ -9,8 +9,10 @@ How each is avoided:
 * ``delete_state`` frees an uninitialised pointer when no activation was started in a session:
   a sentinel rule matches the state fact every session gets, so every session has an activation.
 * ``assert_facts([])`` returns a garbage state offset: an empty fact list is refused.
-* Oversized facts are silently dropped with every later fact; numeric strings and booleans are
-  coerced to numbers: facts are validated against :mod:`service.factschema` before asserting.
+* Oversized facts, and numbers it cannot parse (Python writes 0.00001 as ``1e-05``), are
+  silently dropped with every later fact; numeric strings and booleans are coerced to numbers:
+  facts are validated against :mod:`service.factschema`, numbers are written in plain decimal
+  notation, and a final marker fact must come back matched, or the evaluation fails.
 * 1024 live sessions is a hard limit and sessions share state through 32-bit sid hashes: one
   process-wide lock serialises evaluations, each in a fresh uuid4 session deleted in ``finally``,
   so at most one session is ever alive.
@@ -30,6 +32,7 @@ import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import durable_rules_engine as dre
@@ -39,6 +42,7 @@ from service.factschema import FACT_FIELDS, FLAG, NUMBER, TEXT, TEXT_VALUES
 from service.ruleset import RuleSet
 
 SENTINEL = "$sentinel"
+END = "$end"  # matched by its own rule; if it is missing, the engine dropped facts
 MAX_FACTS = 64  # far below the engine's limits; we assert one fact per kind
 _names = itertools.count(1)
 
@@ -82,12 +86,32 @@ def validate_fact(fact: Fact) -> None:
                 raise EngineError(f"fact {fact.kind}.{name} has an unexpected value")
 
 
+def _number(value: int | float) -> str:
+    # Plain decimal notation: durable_rules cannot parse "1e-05" and drops the fact silently.
+    return str(value) if isinstance(value, int) else format(Decimal(repr(value)), "f")
+
+
+def encode_facts(rows: list[dict[str, Any]]) -> str:
+    """JSON for ``assert_facts``; facts are flat, with validated strings and numbers only."""
+    parts = []
+    for row in rows:
+        fields = []
+        for key, value in row.items():
+            encoded = json.dumps(value) if isinstance(value, str) else _number(value)
+            fields.append(f"{json.dumps(key)}:{encoded}")
+        parts.append("{" + ",".join(fields) + "}")
+    return "[" + ",".join(parts) + "]"
+
+
 class RuleEngine:
     """A compiled rule set. ``evaluate`` is safe to call from any thread, one call at a time."""
 
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
-        definition: dict[str, Any] = {SENTINEL: {"all": [{"m": {"$s": 1}}]}}
+        definition: dict[str, Any] = {
+            SENTINEL: {"all": [{"m": {"$s": 1}}]},
+            END: {"all": [{"m": {"kind": END}}]},
+        }
         for rule in ruleset.rules:
             for variant in rule.variants:
                 definition[f"{rule.id}/{variant.name}"] = {"all": list(variant.conditions)}
@@ -110,16 +134,16 @@ class RuleEngine:
         for fact in facts:
             validate_fact(fact)
         sid = uuid.uuid4().hex
-        payload = json.dumps(
-            [{**fact.fields, "kind": fact.kind, "fid": i, "sid": sid} for i, fact in enumerate(facts)]
-        )
+        rows = [{**fact.fields, "kind": fact.kind, "fid": i, "sid": sid} for i, fact in enumerate(facts)]
+        rows.append({"kind": END, "fid": len(facts), "sid": sid})
+        payload = encode_facts(rows)
         raw: list[tuple[str, dict[str, Any]]] = []
         with self._lock:
             if self._closed:
                 raise EngineError("the rule engine has been closed")
             try:
-                _, offset = dre.assert_facts(self._handle, payload)
                 try:
+                    _, offset = dre.assert_facts(self._handle, payload)
                     result = dre.start_action_for_state(self._handle, offset)
                     messages = result[1] if result else None
                     while messages:
@@ -127,10 +151,10 @@ class RuleEngine:
                         messages = dre.complete_and_start_action(self._handle, offset)
                 finally:
                     dre.delete_state(self._handle, sid)
-            except EngineError:
-                raise
             except Exception as exc:
                 raise EngineError(f"durable_rules failed during evaluation: {exc}") from exc
+        if not any(name == END for name, _ in raw):
+            raise EngineError("durable_rules did not take in every fact; evaluation abandoned")
         return self._firings(raw, facts, sid)
 
     def _firings(
@@ -138,7 +162,7 @@ class RuleEngine:
     ) -> list[Firing]:
         seen: dict[str, Firing] = {}
         for name, match in raw:
-            if name == SENTINEL or name in seen:
+            if name in (SENTINEL, END) or name in seen:
                 continue
             rule_id, _, variant = name.partition("/")
             matched: dict[str, Fact] = {}

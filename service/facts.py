@@ -11,24 +11,36 @@ nothing usable exists, because absence must be a positive fact for the engine.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from service.engine import Fact
 from service.fhir import (
+    RXNORM,
     FhirDate,
+    belongs_to,
     clinical_date,
+    codings,
     concept_display,
     concept_matches,
     concept_texts,
     quantity,
     reference_id,
+    text,
     text_mentions,
 )
+from service.hooks import is_live_draft
 from service.ruleset import RuleSet
 
 SEXES = ("male", "female", "other", "unknown")
+# Marks a draft whose dose Osteoguard's suggestion already lowered (meta.tag), so accepting
+# the suggestion does not bring the same card back on the next hook call.
+ACTION_TAG_SYSTEM = "urn:osteoguard:action"
+DOSE_LOWERED = "dose-lowered"
+# Values outside these bounds are data errors, not results; they are treated as unreadable.
+PLAUSIBLE = {"lab": (0.0, 100_000.0), "tscore": (-10.0, 10.0), "frax": (0.0, 100.0)}
 
 
 @dataclass(frozen=True)
@@ -40,22 +52,37 @@ class PatientData:
     resources: list[dict[str, Any]]  # from the prefetch bundles (any order)
     drafts: list[dict[str, Any]]  # context.draftOrders entries
     hook: str
-    has_draft: bool  # an anastrozole draft order exists that suggestions can act on
+    # The anastrozole draft orders this call is about (empty in patient-view).
+    anastrozole_drafts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def fmt_number(value: float) -> str:
-    """Short display of a number: 8.2, 10, -2.5, 9.997 (never rounds across a threshold)."""
-    text = f"{value:.3f}".rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
+    """Short display of a number: 8.2, 10, -2.5, 9.999.
+
+    Truncated toward zero at 3 decimals, so a value never *displays* on the other side of a
+    threshold written with 3 decimals or fewer (9.9996 shows as 9.999, not 10; -2.4996 as
+    -2.499, not -2.5).
+    """
+    if not abs(value) < 1e12:
+        return f"{value:.6g}"  # data errors only (plausibility bounds stop them before rules)
+    shown = Decimal(repr(value)).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
+    out = format(shown.normalize(), "f")
+    return "0" if out in ("-0", "0") else out
 
 
-def _for_patient(resource: dict[str, Any], patient_id: str) -> bool:
-    """False only when the resource clearly belongs to another patient."""
-    for key in ("subject", "patient"):
-        if key in resource:
-            ref = reference_id(resource.get(key), "Patient")
-            return ref is None or ref == patient_id
-    return True
+def tagged_dose_lowered(order: dict[str, Any]) -> bool:
+    """True when a draft carries Osteoguard's dose-lowered tag in ``meta.tag``."""
+    meta = order.get("meta")
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    return isinstance(tags, list) and any(
+        isinstance(t, dict) and t.get("system") == ACTION_TAG_SYSTEM and t.get("code") == DOSE_LOWERED
+        for t in tags
+    )
+
+
+def _plausible(value: float, kind: str) -> bool:
+    low, high = PLAUSIBLE[kind]
+    return low <= value <= high
 
 
 def _sort_key(found: FhirDate, resource: dict[str, Any]) -> tuple[date, str, str]:
@@ -88,7 +115,8 @@ class FactBuilder:
             target = ref.get("reference")
             medication: dict[str, Any] | None = None
             if isinstance(target, str) and target.startswith("#"):
-                for contained in request.get("contained") or []:
+                contained_list = request.get("contained")
+                for contained in contained_list if isinstance(contained_list, list) else []:
                     if isinstance(contained, dict) and contained.get("id") == target[1:]:
                         medication = contained
             elif isinstance(target, str):
@@ -100,23 +128,29 @@ class FactBuilder:
                 concepts.append({"text": ref["display"]})
             if medication is not None:
                 concepts.append(medication.get("code"))
-                for ingredient in medication.get("ingredient") or []:
+                ingredients = medication.get("ingredient")
+                for ingredient in ingredients if isinstance(ingredients, list) else []:
                     if isinstance(ingredient, dict):
                         concepts.append(ingredient.get("itemCodeableConcept"))
         return [c for c in concepts if isinstance(c, dict)]
 
     def is_medication(self, request: dict[str, Any], group: str, bundle: Iterable[dict[str, Any]]) -> bool:
-        """True when a MedicationRequest's drug is in the rule set's medication group."""
+        """True when a MedicationRequest's drug is in the rule set's medication group.
+
+        A drug with an RxNorm coding is decided by its codes alone; only a drug with no RxNorm
+        code (a compounded product, a local code) is matched by the words of its text/display
+        (SPEC §2), so "replaces anastrozole" on a letrozole order names nothing.
+        """
         codes, names = self.rs.medications[group]
         concepts = self.medication_concepts(request, list(bundle))
-        if any(concept_matches(c, codes) for c in concepts):
-            return True
+        if any(system == RXNORM for c in concepts for system, _, _ in codings(c)):
+            return any(concept_matches(c, codes) for c in concepts)
         return text_mentions((t for c in concepts for t in concept_texts(c)), names)
 
     # ---- helpers -----------------------------------------------------------------------
     def _usable(self, resource: dict[str, Any], patient_id: str) -> bool:
         allowed = self.rs.usable_status.get(str(resource.get("resourceType")), frozenset())
-        return resource.get("status") in allowed and _for_patient(resource, patient_id)
+        return text(resource.get("status")) in allowed and belongs_to(resource, patient_id)
 
     def _days_ago(self, found: FhirDate) -> int:
         return (self.today - found.day).days
@@ -125,9 +159,9 @@ class FactBuilder:
         codes = self.rs.orders[name]
         allowed = self.rs.usable_status.get("ServiceRequest", frozenset())
         for res in [*data.drafts, *data.resources]:
-            if res.get("resourceType") != "ServiceRequest" or not _for_patient(res, data.patient_id):
+            if res.get("resourceType") != "ServiceRequest" or not belongs_to(res, data.patient_id):
                 continue
-            status = res.get("status")
+            status = text(res.get("status"))
             # Drafts in the order session may omit status; anything else must be draft/active.
             in_session = any(res is d for d in data.drafts)
             if (status in allowed or (in_session and status is None)) and concept_matches(
@@ -153,7 +187,7 @@ class FactBuilder:
     # ---- facts -------------------------------------------------------------------------
     def context(self, data: PatientData) -> Fact:
         gender = data.patient.get("gender") if isinstance(data.patient, dict) else None
-        sex = gender if gender in SEXES else "unknown"
+        sex = gender if isinstance(gender, str) and gender in SEXES else "unknown"
         pool = [*data.resources, *data.drafts]
         meds = [
             r
@@ -164,14 +198,15 @@ class FactBuilder:
             r
             for r in data.drafts
             if r.get("resourceType") == "MedicationRequest"
-            and r.get("status") in (None, "draft", "active")
-            and _for_patient(r, data.patient_id)
+            and is_live_draft(r)
+            and belongs_to(r, data.patient_id)
         ]
         on_t = any(self.is_medication(m, "testosterone", pool) for m in meds)
         on_ar = any(self.is_medication(m, "antiresorptive", pool) for m in meds)
         fields = {
             "anastrozole": 1,
-            "has_draft": int(data.has_draft),
+            "has_draft": int(bool(data.anastrozole_drafts)),
+            "dose_lowered": int(any(tagged_dose_lowered(d) for d in data.anastrozole_drafts)),
             "hook": data.hook,
             "sex": sex,
             "on_testosterone": int(on_t),
@@ -181,29 +216,43 @@ class FactBuilder:
         return Fact("context", fields, evidence)
 
     def lab(self, data: PatientData, name: str) -> Fact:
-        """Latest interpretable-unit result of a lab (estradiol, vitamin_d), normalised."""
+        """Latest readable result of a lab (estradiol, vitamin_d), normalised to the target unit.
+
+        ``newer_unread`` says a newer usable-status result exists that cannot be read (text,
+        no value, an unconvertible unit): the readable one is then not the latest word.
+        """
         target, divisors = self.rs.units[name]
         lowered = {k.lower(): v for k, v in divisors.items()}
         usable: list[tuple[FhirDate, dict[str, Any], float, Any]] = []
+        unread: list[FhirDate] = []
         for when, res in self._observations(data, name):
             q = quantity(res)
-            if q is None:
-                continue  # valueString, dataAbsentReason, non-numeric: skipped, never an error
-            divisor = divisors.get(q.unit, lowered.get(q.unit.lower()))
-            if divisor is None:
-                continue  # a unit we cannot convert cannot be compared with a threshold
-            usable.append((when, res, round(q.value / divisor, 6), q))
+            divisor = None if q is None else divisors.get(q.unit, lowered.get(q.unit.lower()))
+            if q is None or divisor is None:
+                unread.append(when)  # skipped as a value, never an error
+                continue
+            value = round(q.value / divisor, 6)
+            if not _plausible(value, "lab"):
+                unread.append(when)
+                continue
+            usable.append((when, res, value, q))
         fields: dict[str, Any] = {"count": len(usable), "ordered": self._ordered(name, data)}
         evidence: dict[str, Any] = {"count": len(usable), "text": "none on record", "date": "none"}
         if usable:
             when, res, value, q = usable[-1]
             comparator = "" if q.comparator == "=" else q.comparator
-            text = f"{comparator}{fmt_number(value)} {target}"
+            shown = f"{comparator}{fmt_number(value)} {target}"
             if q.unit != target:
-                text = f"{comparator}{fmt_number(q.value)} {q.unit} ({text})"
-            fields |= {"days_ago": self._days_ago(when), "value": value, "comparator": q.comparator}
+                shown = f"{comparator}{fmt_number(q.value)} {q.unit} ({shown})"
+            newer_unread = any((u.day, u.stamp) > (when.day, when.stamp) for u in unread)
+            fields |= {
+                "days_ago": self._days_ago(when),
+                "value": value,
+                "comparator": q.comparator,
+                "newer_unread": int(newer_unread),
+            }
             evidence |= {
-                "text": text,
+                "text": shown,
                 "value": f"{comparator}{fmt_number(value)}",
                 "unit": target,
                 "date": when.text,
@@ -245,7 +294,7 @@ class FactBuilder:
         scores = []
         for when, res in self._observations(data, "dxa_tscore"):
             q = quantity(res)
-            if q is not None and q.comparator == "=":
+            if q is not None and q.comparator == "=" and _plausible(q.value, "tscore"):
                 scores.append((when, res, q.value))
         fields: dict[str, Any] = {"count": len(scores)}
         evidence: dict[str, Any] = {"count": len(scores), "frax": "not recorded"}
@@ -269,7 +318,7 @@ class FactBuilder:
             results = []
             for when, res in self._observations(data, code_list):
                 q = quantity(res)
-                if q is not None and q.comparator == "=":
+                if q is not None and q.comparator == "=" and _plausible(q.value, "frax"):
                     results.append((when, res, q.value))
             if results:
                 when, res, value = results[-1]

@@ -18,6 +18,7 @@ FACT_FIELDS: Final[dict[str, dict[str, str]]] = {
     "context": {
         "anastrozole": FLAG,  # the hook is about an anastrozole order / active prescription
         "has_draft": FLAG,  # an anastrozole draft order exists that suggestions may act on
+        "dose_lowered": FLAG,  # that draft already carries Osteoguard's dose-lowered tag
         "hook": TEXT,  # order-select | order-sign | patient-view
         "sex": TEXT,  # male | female | other | unknown
         "on_testosterone": FLAG,  # active or draft testosterone MedicationRequest
@@ -30,6 +31,7 @@ FACT_FIELDS: Final[dict[str, dict[str, str]]] = {
         "days_ago": NUMBER,
         "value": NUMBER,
         "comparator": TEXT,  # = < <= > >=
+        "newer_unread": FLAG,  # a newer result exists that could not be read (text, odd unit)
     },
     # Latest usable 25-OH vitamin D result, value in ng/mL.
     "vitamin_d": {
@@ -38,6 +40,7 @@ FACT_FIELDS: Final[dict[str, dict[str, str]]] = {
         "days_ago": NUMBER,
         "value": NUMBER,
         "comparator": TEXT,
+        "newer_unread": FLAG,
     },
     # Most recent DXA of any kind: completed Procedure, T-score or BMD Observation.
     "dxa": {

@@ -57,7 +57,7 @@ def parse_date(value: Any) -> FhirDate | None:
                 stamp = stamp.astimezone(UTC)
             return FhirDate(stamp.date(), stamp.date().isoformat(), stamp.isoformat())
         parsed = date(int(year), int(month or 1), int(day or 1))
-    except ValueError:
+    except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00:00+14:00 leaves the calendar
         return None
     text = year + (f"-{month}" if month else "") + (f"-{day}" if day else "")
     return FhirDate(parsed, text)
@@ -154,7 +154,7 @@ def quantity(resource: dict[str, Any]) -> Quantity | None:
     comparator = raw.get("comparator")
     if comparator is None:
         comparator = "="
-    elif comparator not in _COMPARATORS:
+    elif not isinstance(comparator, str) or comparator not in _COMPARATORS:
         return None
     code = raw.get("code")
     unit = raw.get("unit")
@@ -175,6 +175,44 @@ def reference_id(reference: Any, resource_type: str) -> str | None:
     if len(parts) >= 4 and parts[-4] == resource_type and parts[-2] == "_history":
         return parts[-3]
     return None
+
+
+def text(value: Any) -> str | None:
+    """``value`` if it is a string, else None (so a list or object never reaches a set lookup)."""
+    return value if isinstance(value, str) else None
+
+
+def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
+    """False only when the resource's subject/patient clearly names another patient."""
+    for key in ("subject", "patient"):
+        if key in resource:
+            ref = reference_id(resource.get(key), "Patient")
+            return ref is None or ref == patient_id
+    return True
+
+
+def has_next_page(bundle: Any) -> bool:
+    """True when a Bundle says it has more pages (a ``next`` link): it is not complete."""
+    if not isinstance(bundle, dict) or not isinstance(bundle.get("link"), list):
+        return False
+    return any(isinstance(link, dict) and link.get("relation") == "next" for link in bundle["link"])
+
+
+def depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, counting no further than ``limit`` + 1."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        if isinstance(node, dict):
+            stack.extend((v, level + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, level + 1) for v in node if isinstance(v, dict | list))
+    return deepest
 
 
 def bundle_resources(bundle: Any) -> Iterator[dict[str, Any]]:

@@ -10,13 +10,24 @@ about the rest: a draft order with no medication yet is simply not anastrozole.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.errors import RequestError
-from service.fhir import bundle_resources
+from service.fhir import belongs_to, bundle_resources, text
 
 ORDER_HOOKS = ("order-select", "order-sign")
+# A draft order is live unless the client says otherwise: drafts may omit status (the public
+# sandbox does), while on-hold/cancelled/entered-in-error drafts are not going to be given.
+LIVE_DRAFT_STATUSES = (None, "draft", "active")
+# FHIR id: [A-Za-z0-9\-\.]{1,64}
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def is_live_draft(order: dict[str, Any]) -> bool:
+    """True for a draft order that would be given if signed."""
+    return text(order.get("status")) in LIVE_DRAFT_STATUSES
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,8 @@ def _require_str(context: dict[str, Any], key: str) -> str:
 def parse_context(hook: str, context: dict[str, Any]) -> HookContext:
     """Validate the context fields the service reads for ``hook``."""
     patient_id = _require_str(context, "patientId")
+    if not _FHIR_ID.match(patient_id):
+        raise RequestError("context.patientId is not a valid FHIR id ([A-Za-z0-9-.], at most 64)")
     if hook not in ORDER_HOOKS:
         return HookContext(hook, patient_id)
     draft_orders = context.get("draftOrders")
@@ -61,8 +74,15 @@ def _matches_selection(resource: dict[str, Any], selections: list[str]) -> bool:
 
 
 def candidate_orders(ctx: HookContext) -> list[dict[str, Any]]:
-    """The draft MedicationRequests this hook call is about (selected ones for order-select)."""
-    meds = [r for r in ctx.drafts if r.get("resourceType") == "MedicationRequest"]
+    """The live draft MedicationRequests for this patient that the call is about.
+
+    order-select: only the selected ones; order-sign: all of them.
+    """
+    meds = [
+        r
+        for r in ctx.drafts
+        if r.get("resourceType") == "MedicationRequest" and is_live_draft(r) and belongs_to(r, ctx.patient_id)
+    ]
     if ctx.hook == "order-select":
         return [r for r in meds if _matches_selection(r, ctx.selections)]
     return meds

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from service.errors import PrefetchUnavailable, RequestError
+from service.fhir import has_next_page
 from service.ruleset import RuleSet
 
 PREFETCH_KEYS = ("patient", "medications", "estradiol", "boneDensity", "dexaProcedures", "vitaminD")
@@ -58,8 +59,17 @@ def substitute(template: str, context: Mapping[str, Any]) -> str:
 
 
 def is_data(value: Any) -> bool:
-    """True when a prefetch value is usable data (not missing, null or an OperationOutcome)."""
-    return isinstance(value, dict) and value.get("resourceType") not in (None, "OperationOutcome")
+    """True when a prefetch value is complete data.
+
+    Missing, ``null``, an OperationOutcome, or a Bundle with a ``next`` page is not: a partial
+    prefetch must never be treated as complete.
+    """
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("resourceType"), str)
+        and value["resourceType"] != "OperationOutcome"
+        and not has_next_page(value)
+    )
 
 
 def require(

@@ -18,7 +18,7 @@ from service.cards import CardBuilder
 from service.engine import RuleEngine
 from service.errors import RequestError, UnknownService, WrongHook
 from service.facts import FactBuilder, PatientData
-from service.fhir import bundle_resources
+from service.fhir import belongs_to, bundle_resources, depth
 from service.hooks import ORDER_HOOKS, candidate_orders, parse_context
 from service.prefetch import PREFETCH_KEYS, prefetch_templates, require
 from service.ruleset import RuleSet
@@ -55,6 +55,9 @@ SERVICES = (
         "DXA, estradiol and 25-OH vitamin D monitoring and bone-protective treatment.",
     ),
 )
+
+
+MAX_DEPTH = 64
 
 
 def _describe(exc: ValidationError) -> str:
@@ -108,6 +111,9 @@ class Registry:
             raise UnknownService(f"no CDS service with id {service_id!r}")
         if not isinstance(payload, dict):
             raise RequestError("the request body must be a JSON object")
+        if depth(payload, MAX_DEPTH) > MAX_DEPTH:
+            # FHIR resources nest a dozen levels; this bounds every recursive step after it.
+            raise RequestError(f"the request nests deeper than {MAX_DEPTH} levels")
         try:
             request = CdsRequest.model_validate(payload)
         except ValidationError as exc:
@@ -131,6 +137,7 @@ class Registry:
             if not any(
                 r.get("resourceType") == "MedicationRequest"
                 and r.get("status") == "active"
+                and belongs_to(r, ctx.patient_id)
                 and facts.is_medication(r, "anastrozole", bundle)
                 for r in bundle
             ):
@@ -149,7 +156,7 @@ class Registry:
             resources=resources,
             drafts=ctx.drafts,
             hook=request.hook,
-            has_draft=bool(drafts),
+            anastrozole_drafts=drafts,
         )
         fact_list = facts.build(patient_data)
         firings = self.engine.evaluate(fact_list)

@@ -33,6 +33,13 @@ RULE_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 ACTION_TYPES = ("create", "update", "delete")
 DRAFT_TRANSFORMS = ("lower-weekly-dose", "hold")
 MAX_SUMMARY = 139
+# Card text that lowers, holds, stops or questions anastrozole. In breast cancer low estradiol is
+# the goal, so such text may only stand in a variant whose conditions require a male patient.
+REDUCING_ANASTROZOLE = re.compile(
+    r"anastrozole dose|reconsider whether anastrozole|hold anastrozole|stop (this|the) anastrozole"
+    r"|lower the weekly|lower anastrozole|lower(ing)? the anastrozole|reduce the weekly anastrozole",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -252,6 +259,17 @@ def _alias_kind(expr: Any) -> str | None:
     return None
 
 
+def _requires_male(conditions: list[dict[str, Any]]) -> bool:
+    """True when a context condition of the variant requires ``sex: male`` (at its top level)."""
+    for cond in conditions:
+        for expr in cond.values():
+            parts = expr.get("$and", [expr]) if isinstance(expr, dict) else []
+            kinds = [p.get("kind") for p in parts if isinstance(p, dict)]
+            if "context" in kinds and any(isinstance(p, dict) and p.get("sex") == "male" for p in parts):
+                return True
+    return False
+
+
 _FORMATTER = string.Formatter()
 
 
@@ -387,6 +405,13 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
             suggestions = _parse_suggestions(vdata["suggestions"], (*where, "suggestions"), problems)
         else:
             suggestions = rule_suggestions
+        texts = [summary, detail, *(t.label for t in suggestions)]
+        if any(REDUCING_ANASTROZOLE.search(t) for t in texts) and not _requires_male(compiled):
+            problems.add(
+                (*where, "conditions"),
+                "card text lowers, holds, stops or questions anastrozole, so the variant must "
+                "require {sex: male} in its context condition",
+            )
         variants.append(Variant(str(vname), tuple(compiled), summary, detail, suggestions))
     behaviour = data.get("selectionBehavior", "at-most-one")
     if behaviour not in ("at-most-one", "any"):

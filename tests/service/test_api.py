@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from service import engine as engine_module
 from service.prefetch import PREFETCH_KEYS
-from tests.builders import bundle, med, order_sign, patient_view
+from tests.builders import bundle, day, med, order_sign, patient_view
 
 SIGN = "/cds-services/anastrozole-bone-order-sign"
 SELECT = "/cds-services/anastrozole-bone-order-select"
@@ -108,7 +108,6 @@ def test_invalid_json_is_400(client: TestClient, body: bytes) -> None:
         (lambda r: r["context"].pop("draftOrders"), "context.draftOrders"),
         (lambda r: r["context"].update(draftOrders="nope"), "context.draftOrders"),
         (lambda r: r.update(prefetch=[1]), "prefetch"),
-        (lambda r: r.update(fhirAuthorization="token"), "fhirAuthorization"),
     ],
 )
 def test_missing_or_mistyped_required_fields_are_400_naming_the_field(
@@ -119,6 +118,23 @@ def test_missing_or_mistyped_required_fields_are_400_naming_the_field(
     response = client.post(SIGN, json=req)
     assert response.status_code == 400
     assert named in outcome_text(response.json())
+
+
+def test_fields_the_rules_do_not_read_never_fail_a_request(client: TestClient) -> None:
+    req = order_sign("p1")
+    req["fhirAuthorization"] = {"access_token": "t", "scope": ["patient/*.read"], "expires_in": "soon"}
+    req["context"]["userId"] = {"odd": True}
+    req["extension"] = {"com.example.x": [1, 2]}
+    assert client.post(SIGN, json=req).status_code == 200
+
+
+@pytest.mark.parametrize("patient_id", ["p 1", "../x", "a" * 65, "p/1"])
+def test_invalid_patient_id_is_400(client: TestClient, patient_id: str) -> None:
+    req = order_sign("p1")
+    req["context"]["patientId"] = patient_id
+    response = client.post(SIGN, json=req)
+    assert response.status_code == 400
+    assert "context.patientId" in outcome_text(response.json())
 
 
 def test_json_array_body_is_400(client: TestClient) -> None:
@@ -361,3 +377,63 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["version"]
+
+
+# ---- findings from review: data that must not decide anything ------------------------------
+def test_text_does_not_override_a_coded_drug(client: TestClient) -> None:
+    req = order_sign("code-1", e2=6.0)
+    draft = req["context"]["draftOrders"]["entry"][-1]["resource"]
+    draft["medicationCodeableConcept"] = {
+        "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "72965"}],
+        "text": "letrozole 2.5 mg (replaces anastrozole)",
+    }
+    assert client.post(SIGN, json=req).json() == {"cards": []}
+
+
+def test_anastrozole_text_mentioning_testosterone_is_not_testosterone_therapy(client: TestClient) -> None:
+    req = order_sign("code-2", e2=6.0, testosterone=False)
+    draft = req["context"]["draftOrders"]["entry"][-1]["resource"]
+    draft["medicationCodeableConcept"]["text"] = "anastrozole 1 mg, with testosterone therapy"
+    assert "low-estradiol" not in fired(client.post(SIGN, json=req).json())
+
+
+def test_another_patients_draft_is_not_acted_on(client: TestClient) -> None:
+    req = order_sign("pt-1", e2=6.0)
+    req["context"]["draftOrders"]["entry"][-1]["resource"]["subject"] = {"reference": "Patient/other"}
+    assert client.post(SIGN, json=req).json() == {"cards": []}
+
+
+def test_another_patients_anastrozole_does_not_open_patient_view(client: TestClient) -> None:
+    req = patient_view("pt-2", e2=6.0)
+    req["prefetch"]["medications"]["entry"][-1]["resource"]["subject"] = {"reference": "Patient/other"}
+    assert client.post(VIEW, json=req).json() == {"cards": []}
+
+
+def test_a_prefetch_bundle_with_a_next_page_is_not_complete(client: TestClient) -> None:
+    req = order_sign("page-1")
+    req["prefetch"]["estradiol"]["link"] = [{"relation": "next", "url": "https://ehr.example/fhir?page=2"}]
+    response = client.post(SIGN, json=req)
+    assert response.status_code == 412
+    assert response.json()["issue"][0]["expression"] == ["prefetch.estradiol"]
+
+
+def test_a_newer_unreadable_estradiol_blocks_the_dose_warning(client: TestClient) -> None:
+    req = order_sign("newer-1", e2=6.0, e2_days=100)
+    newer = copy.deepcopy(req["prefetch"]["estradiol"]["entry"][0]["resource"])
+    newer["id"] = "e2-newer"
+    newer["effectiveDateTime"] = day(5)
+    newer["valueQuantity"] = {"value": 2.5, "unit": "mg/dL"}  # a unit that cannot be converted
+    req["prefetch"]["estradiol"]["entry"].append({"resource": newer})
+    assert "low-estradiol" not in fired(client.post(SIGN, json=req).json())
+
+
+def test_deeply_nested_draft_is_400_not_a_crash(client: TestClient) -> None:
+    req = order_sign("deep-1")
+    node: dict[str, Any] = {}
+    req["context"]["draftOrders"]["entry"][-1]["resource"]["extension"] = [{"url": "x", "valueX": node}]
+    for _ in range(800):
+        node["n"] = {}
+        node = node["n"]
+    response = client.post(SIGN, json=req)
+    assert response.status_code == 400
+    assert "nests deeper" in outcome_text(response.json())

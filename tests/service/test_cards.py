@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import re
 from datetime import date
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from service.cards import hold, lower_weekly_dose
 from service.registry import Registry
+from service.ruleset import REDUCING_ANASTROZOLE
 from service.scenarios import load_cases, roll_dates
 from service.settings import PACKAGED_RULES_DIR
 from tests.builders import SERVICE_FOR_HOOK, med, order_sign
@@ -143,11 +143,7 @@ def test_draft_without_readable_dose_still_gets_the_card_and_the_hold(registry: 
     assert [s.label for s in card.suggestions] == ["Hold anastrozole and recheck estradiol"]
 
 
-REDUCING_TEXT = re.compile(
-    r"anastrozole dose|reconsider whether anastrozole|hold anastrozole|stop (this|the) anastrozole"
-    r"|lower the weekly|lower anastrozole",
-    re.IGNORECASE,
-)
+REDUCING_TEXT = REDUCING_ANASTROZOLE
 SCENARIOS = load_cases(PACKAGED_RULES_DIR)
 
 
@@ -168,3 +164,83 @@ def test_no_card_for_a_non_male_patient_reduces_or_questions_anastrozole(
             assert not REDUCING_TEXT.search(text), f"{case.path}: {card.source.topic.code}"
             assert anastrozole_actions(card) == [], f"{case.path}: {card.source.topic.code}"
     assert {"osteoporosis-antiresorptive", "osteopenia-monitoring", "baseline-dexa"} <= seen
+
+
+def test_accepting_lower_dose_does_not_bring_the_card_back(registry: Registry) -> None:
+    req = order_sign("loop-1", e2=6.0)
+    lowered = cards(registry, req)["low-estradiol"].suggestions[0].actions[0].resource
+    assert {"system": "urn:osteoguard:action", "code": "dose-lowered"}.items() <= lowered["meta"]["tag"][
+        0
+    ].items()
+    req["context"]["draftOrders"]["entry"][-1]["resource"] = lowered
+    assert "low-estradiol" not in cards(registry, req)
+
+
+def test_accepting_hold_takes_the_draft_out_of_the_call(registry: Registry) -> None:
+    req = order_sign("loop-2", e2=6.0)
+    held = cards(registry, req)["low-estradiol"].suggestions[1].actions[0].resource
+    req["context"]["draftOrders"]["entry"][-1]["resource"] = held
+    assert cards(registry, req) == {}
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value"),
+    [
+        ("repeat", "dayOfWeek", ["mon", "thu"]),
+        ("repeat", "when", ["MORN"]),
+        ("repeat", "periodMax", 2),
+        ("repeat", "count", 8),
+        ("timing", "event", ["2026-12-01"]),
+        ("timing", "code", {"text": "BIW"}),
+        ("dosage", "asNeededBoolean", True),
+        ("dosage", "maxDosePerPeriod", {"numerator": {"value": 2}}),
+    ],
+)
+def test_lower_weekly_dose_refuses_timings_it_cannot_rewrite(where: str, key: str, value: Any) -> None:
+    order = dosage(2, 1, "wk")
+    target = order["dosageInstruction"][0]
+    target = {"dosage": target, "timing": target["timing"], "repeat": target["timing"]["repeat"]}[where]
+    target[key] = value
+    assert lower_weekly_dose(order, 0.5) is None
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"timing": [1]},
+        {"timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": ["wk"]}}},
+        {"timing": {"repeat": {"frequency": "2", "period": 1, "periodUnit": "wk"}}},
+        {"timing": {"repeat": {"frequency": 2, "period": 1e300, "periodUnit": "wk"}}},
+        {"timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "wk"}}, "doseAndRate": 5},
+    ],
+)
+def test_lower_weekly_dose_survives_malformed_dosage(broken: dict[str, Any]) -> None:
+    order = dosage(2, 1, "wk")
+    order["dosageInstruction"] = [broken]
+    result = lower_weekly_dose(order, 0.5)
+    assert result is None or result["dosageInstruction"][0]["timing"]["repeat"]["frequency"] == 1
+
+
+def test_patient_instruction_is_rewritten_with_the_new_schedule() -> None:
+    order = dosage(2, 1, "wk")
+    order["dosageInstruction"][0]["patientInstruction"] = "Take every Monday and Thursday"
+    updated = lower_weekly_dose(order, 0.5)
+    assert updated is not None
+    assert updated["dosageInstruction"][0]["patientInstruction"] == "Take 0.5 mg once weekly."
+
+
+def test_client_text_cannot_inject_markdown_into_the_detail(registry: Registry) -> None:
+    req = order_sign("md-1", e2=6.0)
+    e2 = req["prefetch"]["estradiol"]["entry"][0]["resource"]
+    e2["id"] = "x"
+    e2["code"]["text"] = "[Sign now](http://evil.example) <img src=x onerror=alert(1)>"
+    req["prefetch"]["boneDensity"]["entry"][0]["resource"]["code"]["text"] = "# Heading\n**bold**"
+    for card in cards(registry, req).values():
+        assert "](http" not in card.detail and "<img" not in card.detail and "\n# Heading" not in card.detail
+
+
+def test_displayed_values_never_cross_the_threshold(registry: Registry) -> None:
+    card = cards(registry, order_sign("disp-1", e2=9.9996))["low-estradiol"]
+    assert "9.999 pg/mL" in card.summary and "below 10 pg/mL" in card.summary
+    low_mass = cards(registry, order_sign("disp-2", tscore=-2.4996))["osteopenia-monitoring"]
+    assert "-2.499" in low_mass.summary

@@ -86,3 +86,9 @@ def test_rules_test_fails_when_a_case_fails(tmp_path: Path, capsys: pytest.Captu
     path.write_text(path.read_text().replace("e2_low_pg_ml: 10 ", "e2_low_pg_ml: 5 "))
     assert main(["rules", "test", str(rules)]) == 1
     assert "FAIL low-estradiol/" in capsys.readouterr().out
+
+
+def test_evaluate_integer_beyond_pythons_limit_is_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    path.write_text('{"hook": "order-sign", "n": ' + "9" * 5000 + "}")
+    assert main(["evaluate", str(path)]) == 2

@@ -19,6 +19,7 @@ def context(sex: str = "male", testosterone: int = 1) -> Fact:
         {
             "anastrozole": 1,
             "has_draft": 1,
+            "dose_lowered": 0,
             "hook": "order-sign",
             "sex": sex,
             "on_testosterone": testosterone,
@@ -30,7 +31,10 @@ def context(sex: str = "male", testosterone: int = 1) -> Fact:
 def facts_for(e2: float, sex: str = "male") -> list[Fact]:
     return [
         context(sex),
-        Fact("estradiol", {"count": 1, "ordered": 0, "days_ago": 10, "value": e2, "comparator": "="}),
+        Fact(
+            "estradiol",
+            {"count": 1, "ordered": 0, "days_ago": 10, "value": e2, "comparator": "=", "newer_unread": 0},
+        ),
         Fact("vitamin_d", {"count": 1, "ordered": 0, "days_ago": 10, "value": 40.0, "comparator": "="}),
         Fact("dxa", {"count": 1, "ordered": 0, "days_ago": 10}),
         Fact("bone", {"count": 1, "days_ago": 10, "tscore": -0.2}),
@@ -145,3 +149,26 @@ def test_two_engines_do_not_share_state(ruleset: RuleSet) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_tiny_and_huge_numbers_are_taken_in(engine: RuleEngine) -> None:
+    # Python writes 0.00001 as 1e-05, which durable_rules cannot parse: it would silently drop
+    # that fact and every later one. Facts are written in plain decimal notation instead.
+    facts = facts_for(8.0)
+    facts[2] = Fact(
+        "vitamin_d", {"count": 1, "ordered": 0, "days_ago": 10, "value": 0.00001, "comparator": "="}
+    )
+    facts[4] = Fact("bone", {"count": 1, "days_ago": 1e-05, "tscore": -3.0})
+    fired = rule_ids(engine.evaluate(facts))
+    assert "osteoporosis-antiresorptive" in fired and "vitamin-d" in fired
+
+
+def test_dropped_facts_are_detected(engine: RuleEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = engine_module.encode_facts
+
+    def exponent_notation(rows: list[dict[str, Any]]) -> str:
+        return real(rows).replace('"value":40.0', '"value":4e1')  # unparseable for the engine
+
+    monkeypatch.setattr(engine_module, "encode_facts", exponent_notation)
+    with pytest.raises(EngineError, match="did not take in every fact"):
+        engine.evaluate(facts_for(8.0))

@@ -21,7 +21,7 @@ def data(
         resources=resources,
         drafts=drafts or [],
         hook="order-sign",
-        has_draft=True,
+        anastrozole_drafts=[],
     )
 
 
@@ -136,3 +136,30 @@ def test_fmt_number_never_rounds_across_a_threshold() -> None:
     assert fmt_number(10.0) == "10"
     assert fmt_number(-2.5) == "-2.5"
     assert fmt_number(-0.0001) == "0"
+
+
+def test_estradiol_in_ng_dl_is_converted(ruleset: RuleSet) -> None:
+    fact = FactBuilder(ruleset, TODAY).lab(data([obs("e", "f1", "2243-4", 2.5, "ng/dL", 5)]), "estradiol")
+    assert fact.fields["value"] == 25.0
+
+
+def test_newer_unreadable_result_is_flagged(ruleset: RuleSet) -> None:
+    older = obs("old", "f1", "2243-4", 8, "pg/mL", 100)
+    newer = obs("new", "f1", "2243-4", None, "pg/mL", 5)
+    newer["valueString"] = "see report"
+    fact = FactBuilder(ruleset, TODAY).lab(data([newer, older]), "estradiol")
+    assert (fact.fields["value"], fact.fields["newer_unread"]) == (8.0, 1)
+    alone = FactBuilder(ruleset, TODAY).lab(data([older]), "estradiol")
+    assert alone.fields["newer_unread"] == 0
+
+
+def test_implausible_values_are_not_results(ruleset: RuleSet) -> None:
+    builder = FactBuilder(ruleset, TODAY)
+    assert builder.lab(data([obs("e", "f1", "2243-4", 1e16, "pg/mL", 5)]), "estradiol").fields["count"] == 0
+    assert builder.bone(data([obs("t", "f1", "38267-1", -40, "1", 5)])).fields["count"] == 0
+
+
+def test_status_of_the_wrong_type_is_not_usable(ruleset: RuleSet) -> None:
+    result = obs("e", "f1", "2243-4", 5, "pg/mL", 5)
+    result["status"] = ["final"]
+    assert FactBuilder(ruleset, TODAY).lab(data([result]), "estradiol").fields["count"] == 0

@@ -132,3 +132,15 @@ def test_rule_id_comes_from_the_folder_name(rules_copy: Path) -> None:
 def test_an_empty_rules_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RuleSetError):
         load_ruleset(tmp_path)
+
+
+def test_text_questioning_anastrozole_must_be_in_a_male_only_variant(rules_copy: Path) -> None:
+    path = rules_copy / "monitoring/osteopenia-monitoring/rule.yaml"
+    edit(
+        path,
+        "**Suggestion**: repeat the DXA in 1–2 years; keep",
+        "**Suggestion**: review the anastrozole dose; keep",
+    )
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(rules_copy)
+    assert any(p.startswith(f"{path}:") and "require {sex: male}" in p for p in info.value.problems)
