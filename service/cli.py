@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from service.settings import get_settings
 
 if TYPE_CHECKING:
+    from cds_hooks.models import CdsResponse
     from service.registry import Registry
 
 
@@ -63,7 +64,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         registry = _registry(today=args.today)
         hook = payload.get("hook") if isinstance(payload, dict) else None
         service = registry.service_for_hook(str(hook))
-        response = asyncio.run(registry.call(service.id, payload))
+        response = asyncio.run(_call_with_fhir(registry, service.id, payload))
     except OsteoguardError as exc:
         print(f"osteoguard evaluate: {exc.status_code}: {exc.message}", file=sys.stderr)
         return 2
@@ -72,6 +73,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(to_json_dict(response), indent=2, ensure_ascii=False))
     return 0
+
+
+async def _call_with_fhir(registry: Registry, service_id: str, payload: object) -> CdsResponse:
+    """Call the service; data missing from the file is fetched from its fhirServer, if any."""
+    from service.fhir_client import FhirFetcher
+    from service.main import new_http_client
+
+    budget = get_settings().fhir_timeout_s
+    async with new_http_client(budget) as http:
+        registry.fetcher = FhirFetcher(http, budget)
+        return await registry.call(service_id, payload)
 
 
 def _rules_dir(args: argparse.Namespace) -> Path:

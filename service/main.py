@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,11 +21,23 @@ from service.errors import (
     UnknownService,
     operation_outcome,
 )
+from service.fhir_client import FhirFetcher
 from service.registry import Registry, utc_today
 from service.ruleset import load_ruleset
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("osteoguard")
+
+
+def new_http_client(timeout_s: float) -> httpx.AsyncClient:
+    """The one pooled client for FHIR-server fallback. Redirects are not followed, so the
+    bearer token only ever goes to the fhirServer the EHR named."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+        headers={"User-Agent": "osteoguard"},
+    )
 
 
 def _error_response(error: OsteoguardError) -> JsonResponse:
@@ -44,12 +57,14 @@ def create_app(settings: Settings | None = None, today: Callable[[], date] = utc
         log.warning("OSTEOGUARD_AUTH=off: CDS calls are NOT authenticated. Never expose this to a network.")
         ruleset = load_ruleset(settings.rules_dir)
         engine = RuleEngine(ruleset)
+        http = new_http_client(settings.fhir_timeout_s)
         app.state.settings = settings
-        app.state.registry = Registry(ruleset, engine, today)
+        app.state.registry = Registry(ruleset, engine, today, FhirFetcher(http, settings.fhir_timeout_s))
         log.info("rule set %s %s loaded (%d rules)", ruleset.name, ruleset.version, len(ruleset.rules))
         try:
             yield
         finally:
+            await http.aclose()
             engine.close()
 
     app = FastAPI(

@@ -2,8 +2,9 @@
 
 The six keys are fixed; their queries are built from the rule set's code lists, so the
 templates in discovery and the queries used for FHIR fallback are the same strings.
-Template substitution is a pure function. A key whose value is missing, ``null`` or an
-OperationOutcome is not data: it must be fetched, or the request fails with 412 naming it.
+Template substitution is a pure function. A key whose value is missing, ``null``, an
+OperationOutcome or a Bundle with a ``next`` page is not complete data: it is fetched from
+``fhirServer`` (:mod:`service.fhir_client`), or the request fails with 412 naming it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from cds_hooks.models import CdsRequest
 from service.errors import PrefetchUnavailable, RequestError
 from service.fhir import has_next_page
+from service.fhir_client import FetchFailed, FhirFetcher, server_from_request
 from service.ruleset import RuleSet
 
 PREFETCH_KEYS = ("patient", "medications", "estradiol", "boneDensity", "dexaProcedures", "vitaminD")
@@ -72,17 +75,32 @@ def is_data(value: Any) -> bool:
     )
 
 
-def require(
-    prefetch: Mapping[str, Any] | None, keys: Iterable[str], fhir_server: str | None
+async def resolve(
+    request: CdsRequest,
+    keys: Iterable[str],
+    templates: Mapping[str, str],
+    fetcher: FhirFetcher | None,
+    deadline: float,
 ) -> dict[str, Any]:
-    """Return the prefetched values for ``keys``, or raise 412 naming every unusable key."""
-    prefetch = prefetch or {}
-    missing = [key for key in keys if not is_data(prefetch.get(key))]
-    if missing:
-        reason = (
-            "The request has no fhirServer to fetch them from."
-            if not fhir_server
-            else "Fetching from fhirServer is not available."
-        )
-        raise PrefetchUnavailable(missing, reason)
-    return {key: prefetch[key] for key in keys}
+    """The data for ``keys``: prefetched where complete, else fetched from ``fhirServer``.
+
+    Raises 412 (PrefetchUnavailable) naming every key that can be had neither way, with the
+    reason. A key the request already has is never queried.
+    """
+    prefetch = request.prefetch or {}
+    have = {key: prefetch[key] for key in keys if is_data(prefetch.get(key))}
+    missing = [key for key in keys if key not in have]
+    if not missing:
+        return have
+    if fetcher is None:
+        raise PrefetchUnavailable(missing, "This evaluation cannot reach a FHIR server.")
+    try:
+        server = server_from_request(request.fhirServer, request.fhirAuthorization)
+    except FetchFailed as exc:
+        raise PrefetchUnavailable(missing, exc.reason[0].upper() + exc.reason[1:] + ".") from exc
+    queries = {key: substitute(templates[key], request.context) for key in missing}
+    results, failures = await fetcher.fetch(server, queries, deadline)
+    if failures:
+        reasons = "; ".join(f"{f.key}: {f.reason}" for f in sorted(failures, key=lambda f: f.key))
+        raise PrefetchUnavailable([f.key for f in failures], f"Fetching from fhirServer failed ({reasons}).")
+    return have | results

@@ -19,8 +19,9 @@ from service.engine import RuleEngine
 from service.errors import RequestError, UnknownService, WrongHook
 from service.facts import FactBuilder, PatientData
 from service.fhir import belongs_to, bundle_resources, depth
+from service.fhir_client import FhirFetcher
 from service.hooks import ORDER_HOOKS, candidate_orders, parse_context
-from service.prefetch import PREFETCH_KEYS, prefetch_templates, require
+from service.prefetch import PREFETCH_KEYS, prefetch_templates, resolve
 from service.ruleset import RuleSet
 
 
@@ -73,10 +74,17 @@ def utc_today() -> date:
 class Registry:
     """Owns the rule set, the engine and the service definitions; answers hook calls."""
 
-    def __init__(self, ruleset: RuleSet, engine: RuleEngine, today: Callable[[], date] = utc_today) -> None:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        engine: RuleEngine,
+        today: Callable[[], date] = utc_today,
+        fetcher: FhirFetcher | None = None,
+    ) -> None:
         self.ruleset = ruleset
         self.engine = engine
         self.today = today
+        self.fetcher = fetcher
         self.services = {s.id: s for s in SERVICES}
         self._templates = prefetch_templates(ruleset)
 
@@ -122,17 +130,23 @@ class Registry:
             raise WrongHook(f"service {service.id!r} answers {service.hook!r}, not {request.hook!r}")
         ctx = parse_context(request.hook, request.context)
         facts = FactBuilder(self.ruleset, self.today())
-        prefetch = request.prefetch
+        # One FHIR fetch budget for the whole request, across both phases of patient-view.
+        deadline = self.fetcher.deadline() if self.fetcher else 0.0
+
+        async def data_for(keys: tuple[str, ...]) -> dict[str, Any]:
+            return await resolve(request, keys, self._templates, self.fetcher, deadline)
 
         if request.hook in ORDER_HOOKS:
             pool = ctx.drafts
             drafts = [o for o in candidate_orders(ctx) if facts.is_medication(o, "anastrozole", pool)]
             if not drafts:
                 return CdsResponse(cards=[])
-            data = require(prefetch, PREFETCH_KEYS, request.fhirServer)
+            data = await data_for(PREFETCH_KEYS)
         else:
             drafts = []
-            meds = require(prefetch, ("medications",), request.fhirServer)["medications"]
+            # Only the medications are needed to know whether the call is about anastrozole.
+            first = await data_for(("medications",))
+            meds = first["medications"]
             bundle = list(bundle_resources(meds))
             if not any(
                 r.get("resourceType") == "MedicationRequest"
@@ -142,7 +156,7 @@ class Registry:
                 for r in bundle
             ):
                 return CdsResponse(cards=[])
-            data = require(prefetch, PREFETCH_KEYS, request.fhirServer)
+            data = first | await data_for(PREFETCH_KEYS[:1] + PREFETCH_KEYS[2:])
 
         patient = data["patient"]
         if patient.get("resourceType") != "Patient":

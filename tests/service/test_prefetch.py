@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from cds_hooks.models import CdsRequest
 from service.errors import PrefetchUnavailable, RequestError
-from service.prefetch import PREFETCH_KEYS, is_data, prefetch_templates, require, substitute
+from service.prefetch import PREFETCH_KEYS, is_data, prefetch_templates, resolve, substitute
 from service.ruleset import RuleSet
 
 
@@ -52,11 +54,16 @@ def test_is_data() -> None:
     assert not is_data({"resourceType": "OperationOutcome", "issue": []})
 
 
-def test_require_names_every_unusable_key() -> None:
+def test_resolve_without_fhir_server_names_every_unusable_key(ruleset: RuleSet) -> None:
+    request = CdsRequest.model_validate(
+        {
+            "hook": "patient-view",
+            "hookInstance": "x",
+            "context": {"patientId": "p1"},
+            "prefetch": {"patient": {"resourceType": "Patient"}, "estradiol": None},
+        }
+    )
+    keys = ("patient", "estradiol", "vitaminD")
     with pytest.raises(PrefetchUnavailable) as info:
-        require(
-            {"patient": {"resourceType": "Patient"}, "estradiol": None},
-            ("patient", "estradiol", "vitaminD"),
-            None,
-        )
+        asyncio.run(resolve(request, keys, prefetch_templates(ruleset), None, 0.0))
     assert info.value.keys == ["estradiol", "vitaminD"]
