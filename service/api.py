@@ -6,13 +6,16 @@ import logging
 import time
 from typing import Any
 
+import anyio
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cds_hooks.models import to_json_dict
-from service.errors import BodyTooLarge, InvalidJson
+from service.errors import BodyTooLarge, InvalidJson, UnknownService
+from service.feedback import parse_batch, record_feedback
 from service.registry import Registry
+from service.store import StoreUnavailable
 
 log = logging.getLogger("osteoguard.api")
 router = APIRouter()
@@ -73,6 +76,23 @@ async def call_service(service_id: str, request: Request) -> JsonResponse:
     return JsonResponse(to_json_dict(response))
 
 
+@router.post("/cds-services/{service_id}/feedback")
+async def call_feedback(service_id: str, request: Request) -> JsonResponse:
+    reg = registry(request)
+    if service_id not in reg.services:
+        raise UnknownService(f"no CDS service with id {service_id!r}")
+    if reg.store is None:
+        raise StoreUnavailable("feedback cannot be stored: no store is configured")
+    batch = parse_batch(await read_json(request))
+    if reg.audit is not None:
+        await reg.audit.flush()  # cards issued a moment ago are in the audit before we look
+    new, duplicates = await anyio.to_thread.run_sync(
+        record_feedback, reg.store, reg.ruleset, service_id, batch, reg.now()
+    )
+    log.info("feedback stored", extra={"service": service_id, "new": new, "duplicates": duplicates})
+    return JsonResponse({"stored": new, "duplicates": duplicates})
+
+
 @router.get("/healthz")
 async def healthz() -> JsonResponse:
     return JsonResponse({"status": "ok"})
@@ -80,5 +100,12 @@ async def healthz() -> JsonResponse:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JsonResponse:
+    """Ready when the rules are loaded and the store answers."""
     reg = registry(request)
+    if reg.store is not None:
+        try:
+            await anyio.to_thread.run_sync(reg.store.ping)
+        except Exception:
+            log.warning("readiness: store unreachable")
+            return JsonResponse({"status": "unavailable", "reason": "store unreachable"}, status_code=503)
     return JsonResponse({"status": "ready", "ruleset": reg.ruleset.name, "version": reg.ruleset.version})

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,6 +127,38 @@ def _rules_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from service.store import upgrade
+
+    upgrade(get_settings().database_url)
+    print("database is at the latest schema")
+    return 0
+
+
+def _feedback_report(args: argparse.Namespace) -> int:
+    from service.report import build_report, render_table
+    from service.settings import patient_hash_key
+    from service.store import Store
+
+    settings = get_settings()
+    store = Store(settings.database_url, patient_hash_key(settings))
+    try:
+        store.open()
+        reports = build_report(store, args.since)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([r.as_json() for r in reports], indent=2))
+    else:
+        print(render_table(reports))
+    return 0
+
+
+def _since(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="osteoguard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     test = rules_sub.add_parser("test", help="run the rule scenario fixtures")
     test.add_argument("dir", nargs="?")
     test.set_defaults(func=_rules_test)
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply database migrations").set_defaults(func=_db_upgrade)
+    feedback = sub.add_parser("feedback", help="clinician feedback on cards")
+    feedback_sub = feedback.add_subparsers(dest="feedback_command", required=True)
+    report = feedback_sub.add_parser("report", help="per-rule counts of cards issued, accepted, overridden")
+    report.add_argument("--json", action="store_true", help="JSON instead of a table")
+    report.add_argument("--since", type=_since, help="only cards issued on or after this date (YYYY-MM-DD)")
+    report.set_defaults(func=_feedback_report)
     return parser
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import date
+from datetime import datetime
 
+import anyio
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import JsonResponse, router
+from service.audit import AuditWriter
 from service.engine import RuleEngine
 from service.errors import (
     OsteoguardError,
@@ -22,9 +24,10 @@ from service.errors import (
     operation_outcome,
 )
 from service.fhir_client import FhirFetcher
-from service.registry import Registry, utc_today
+from service.registry import Registry, utc_now
 from service.ruleset import load_ruleset
-from service.settings import Settings, get_settings
+from service.settings import Settings, get_settings, patient_hash_key
+from service.store import Store
 
 log = logging.getLogger("osteoguard")
 
@@ -44,7 +47,7 @@ def _error_response(error: OsteoguardError) -> JsonResponse:
     return JsonResponse(operation_outcome(error), status_code=error.status_code)
 
 
-def create_app(settings: Settings | None = None, today: Callable[[], date] = utc_today) -> FastAPI:
+def create_app(settings: Settings | None = None, now: Callable[[], datetime] = utc_now) -> FastAPI:
     """Build the app. The rule set is loaded (and must validate) when the lifespan starts."""
     settings = settings or get_settings()
 
@@ -56,16 +59,30 @@ def create_app(settings: Settings | None = None, today: Callable[[], date] = utc
             )
         log.warning("OSTEOGUARD_AUTH=off: CDS calls are NOT authenticated. Never expose this to a network.")
         ruleset = load_ruleset(settings.rules_dir)
+        store = Store(settings.database_url, patient_hash_key(settings))
+        await anyio.to_thread.run_sync(store.open)  # applies migrations
         engine = RuleEngine(ruleset)
         http = new_http_client(settings.fhir_timeout_s)
+        audit = AuditWriter(store)
+        audit.start()
         app.state.settings = settings
-        app.state.registry = Registry(ruleset, engine, today, FhirFetcher(http, settings.fhir_timeout_s))
+        app.state.registry = Registry(
+            ruleset,
+            engine,
+            lambda: now().date(),
+            FhirFetcher(http, settings.fhir_timeout_s),
+            store,
+            audit,
+            now,
+        )
         log.info("rule set %s %s loaded (%d rules)", ruleset.name, ruleset.version, len(ruleset.rules))
         try:
             yield
         finally:
+            await audit.stop()  # every queued card record is written before we exit
             await http.aclose()
             engine.close()
+            store.close()
 
     app = FastAPI(
         title="Osteoguard",

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 
-from cds_hooks.models import CdsRequest, CdsResponse, Discovery, Service
+from cds_hooks.models import Card, CdsRequest, CdsResponse, Discovery, Service
+from service.audit import AuditWriter
 from service.cards import CardBuilder
 from service.engine import RuleEngine
 from service.errors import RequestError, UnknownService, WrongHook
@@ -23,6 +25,7 @@ from service.fhir_client import FhirFetcher
 from service.hooks import ORDER_HOOKS, candidate_orders, parse_context
 from service.prefetch import PREFETCH_KEYS, prefetch_templates, resolve
 from service.ruleset import RuleSet
+from service.store import CardRecord, Store
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ def utc_today() -> date:
     return datetime.now(UTC).date()
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Registry:
     """Owns the rule set, the engine and the service definitions; answers hook calls."""
 
@@ -80,11 +87,17 @@ class Registry:
         engine: RuleEngine,
         today: Callable[[], date] = utc_today,
         fetcher: FhirFetcher | None = None,
+        store: Store | None = None,
+        audit: AuditWriter | None = None,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         self.ruleset = ruleset
         self.engine = engine
         self.today = today
         self.fetcher = fetcher
+        self.store = store
+        self.audit = audit
+        self.now = now
         self.services = {s.id: s for s in SERVICES}
         self._templates = prefetch_templates(ruleset)
 
@@ -180,4 +193,34 @@ class Registry:
             sex=str(fact_list[0].fields["sex"]),
             drafts=drafts,
         )
+        if cards and self.store is not None:
+            cards = await self._record(cards, service, request, ctx.patient_id)
         return CdsResponse(cards=cards)
+
+    async def _record(
+        self, cards: list[Card], service: ServiceDefinition, request: CdsRequest, patient_id: str
+    ) -> list[Card]:
+        """Drop cards the clinician snoozed for this patient; queue the rest for the audit."""
+        assert self.store is not None
+        now = self.now()
+        patient_key = self.store.patient_key(patient_id)
+        snoozed = await anyio.to_thread.run_sync(self.store.snoozed_rules, patient_key, now)
+        kept = [c for c in cards if c.source.topic is None or c.source.topic.code not in snoozed]
+        if self.audit is not None:
+            self.audit.submit(
+                [
+                    CardRecord(
+                        uuid=str(card.uuid),
+                        rule_id=str(card.source.topic.code if card.source.topic else ""),
+                        service_id=service.id,
+                        hook=service.hook,
+                        hook_instance=request.hookInstance[:200],
+                        ruleset_version=self.ruleset.version,
+                        patient_key=patient_key,
+                        suggestion_uuids=tuple(str(s.uuid) for s in card.suggestions),
+                        issued_at=now,
+                    )
+                    for card in kept
+                ]
+            )
+        return kept

@@ -26,8 +26,21 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./osteoguard.db"
     rules_dir: Path = PACKAGED_RULES_DIR
     fhir_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    # Key for hashing patient ids in the store (hex or text), or a file holding it. Without
+    # either, a random key is generated and kept in the database (fine for one database).
+    patient_hash_key: str | None = None
+    patient_hash_key_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+
+
+def patient_hash_key(settings: Settings) -> bytes | None:
+    """The configured patient-hash key, from the environment or a mounted file."""
+    if settings.patient_hash_key_file is not None:
+        return settings.patient_hash_key_file.read_text(encoding="utf-8").strip().encode()
+    if settings.patient_hash_key:
+        return settings.patient_hash_key.encode()
+    return None
 
 
 @lru_cache

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,6 @@ from service.settings import PACKAGED_RULES_DIR, Settings
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """No OSTEOGUARD_* from the developer's shell leaks into a test."""
-    import os
-
     for key in list(os.environ):
         if key.startswith("OSTEOGUARD_"):
             monkeypatch.delenv(key)
@@ -54,3 +54,47 @@ def make_settings(tmp_path: Path | None = None, **overrides: object) -> Settings
 def client(tmp_path: Path) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings(tmp_path)), raise_server_exceptions=False) as c:
         yield c
+
+
+POSTGRES_URL = os.environ.get("OSTEOGUARD_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, and a PostgreSQL database when one is available.
+
+    `scripts/with-postgres scripts/test` provides the server; CI always does, so there a
+    missing server fails instead of skipping.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    if not POSTGRES_URL:
+        if os.environ.get("CI"):
+            pytest.fail("OSTEOGUARD_TEST_POSTGRES_URL is not set in CI")
+        pytest.skip("no PostgreSQL server: run `scripts/with-postgres scripts/test`")
+    import uuid
+
+    import psycopg
+
+    name = f"og_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Clock:
+    """An injectable clock for tests that need time to pass without sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
