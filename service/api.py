@@ -86,9 +86,11 @@ async def call_feedback(service_id: str, request: Request) -> JsonResponse:
     batch = parse_batch(await read_json(request))
     if reg.audit is not None:
         await reg.audit.flush()  # cards issued a moment ago are in the audit before we look
-    new, duplicates = await anyio.to_thread.run_sync(
+    new, duplicates, snoozed = await anyio.to_thread.run_sync(
         record_feedback, reg.store, reg.ruleset, service_id, batch, reg.now()
     )
+    if reg.snoozes is not None:
+        reg.snoozes.add(snoozed)  # this replica honours the snooze at once
     log.info("feedback stored", extra={"service": service_id, "new": new, "duplicates": duplicates})
     return JsonResponse({"stored": new, "duplicates": duplicates})
 

@@ -19,6 +19,7 @@ from service.store import CardRecord, Store
 
 log = logging.getLogger("osteoguard.audit")
 BATCH = 500
+GATHER_S = 0.05  # wait this long for more records, so one transaction carries many
 RETRIES = 5
 
 
@@ -27,6 +28,7 @@ class AuditWriter:
         self.store = store
         self._queue: asyncio.Queue[CardRecord] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._flushing = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="osteoguard-audit-writer")
@@ -37,8 +39,12 @@ class AuditWriter:
             self._queue.put_nowait(record)
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is written."""
-        await self._queue.join()
+        """Wait until everything queued so far is written (without the gathering delay)."""
+        self._flushing += 1
+        try:
+            await self._queue.join()
+        finally:
+            self._flushing -= 1
 
     async def stop(self) -> None:
         """Write what is queued, then stop the writer."""
@@ -50,10 +56,21 @@ class AuditWriter:
         self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            deadline = loop.time() + GATHER_S
+            while len(batch) < BATCH:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self._flushing:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
             try:
                 await self._write(batch)
             finally:

@@ -95,8 +95,8 @@ def parse_batch(payload: Any) -> FeedbackBatch:
 
 def record_feedback(
     store: Store, ruleset: RuleSet, service_id: str, batch: FeedbackBatch, now: datetime
-) -> tuple[int, int]:
-    """Validate a batch against the audit and store it; returns (new, duplicates)."""
+) -> tuple[int, int, list[SnoozeRecord]]:
+    """Validate a batch against the audit and store it; returns (new, duplicates, snoozes)."""
     issued = store.cards_by_uuid(e.card for e in batch.feedback)
     snooze = next(r for r in ruleset.override_reasons if r.snooze)
     entries: list[FeedbackRecord] = []
@@ -150,4 +150,4 @@ def record_feedback(
                 )
             )
     new = store.add_feedback(entries, snooze_rows)
-    return new, len(entries) - new
+    return new, len(entries) - new, snooze_rows

@@ -27,6 +27,7 @@ from service.fhir_client import FhirFetcher
 from service.registry import Registry, utc_now
 from service.ruleset import load_ruleset
 from service.settings import Settings, get_settings, patient_hash_key
+from service.snoozes import SnoozeCache
 from service.store import Store
 
 log = logging.getLogger("osteoguard")
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         http = new_http_client(settings.fhir_timeout_s)
         audit = AuditWriter(store)
         audit.start()
+        snoozes = SnoozeCache(store, now, settings.snooze_refresh_s)
+        await snoozes.start()
         app.state.settings = settings
         app.state.registry = Registry(
             ruleset,
@@ -74,11 +77,13 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
             store,
             audit,
             now,
+            snoozes,
         )
         log.info("rule set %s %s loaded (%d rules)", ruleset.name, ruleset.version, len(ruleset.rules))
         try:
             yield
         finally:
+            await snoozes.stop()
             await audit.stop()  # every queued card record is written before we exit
             await http.aclose()
             engine.close()

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import anyio
 from pydantic import ValidationError
 
 from cds_hooks.models import Card, CdsRequest, CdsResponse, Discovery, Service
@@ -25,6 +24,7 @@ from service.fhir_client import FhirFetcher
 from service.hooks import ORDER_HOOKS, candidate_orders, parse_context
 from service.prefetch import PREFETCH_KEYS, prefetch_templates, resolve
 from service.ruleset import RuleSet
+from service.snoozes import SnoozeCache
 from service.store import CardRecord, Store
 
 
@@ -90,6 +90,7 @@ class Registry:
         store: Store | None = None,
         audit: AuditWriter | None = None,
         now: Callable[[], datetime] = utc_now,
+        snoozes: SnoozeCache | None = None,
     ) -> None:
         self.ruleset = ruleset
         self.engine = engine
@@ -98,6 +99,7 @@ class Registry:
         self.store = store
         self.audit = audit
         self.now = now
+        self.snoozes = snoozes
         self.services = {s.id: s for s in SERVICES}
         self._templates = prefetch_templates(ruleset)
 
@@ -204,7 +206,7 @@ class Registry:
         assert self.store is not None
         now = self.now()
         patient_key = self.store.patient_key(patient_id)
-        snoozed = await anyio.to_thread.run_sync(self.store.snoozed_rules, patient_key, now)
+        snoozed = self.snoozes.snoozed(patient_key) if self.snoozes is not None else set()
         kept = [c for c in cards if c.source.topic is None or c.source.topic.code not in snoozed]
         if self.audit is not None:
             self.audit.submit(

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # either, a random key is generated and kept in the database (fine for one database).
     patient_hash_key: str | None = None
     patient_hash_key_file: Path | None = None
+    # How often each replica reads snoozes recorded by other replicas (its own apply at once).
+    snooze_refresh_s: float = Field(default=5.0, gt=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
 

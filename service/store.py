@@ -301,12 +301,23 @@ class Store:
             self._insert_ignore(conn, snoozes, snooze_dicts)
         return new
 
-    def snoozed_rules(self, patient_key: str, now: datetime) -> set[str]:
+    def active_snoozes(self, now: datetime, created_since: datetime | None = None) -> list[SnoozeRecord]:
+        """Snoozes still running at ``now`` (only those created since ``created_since``, if given)."""
+        query = select(snoozes).where(snoozes.c.until > now)
+        if created_since is not None:
+            query = query.where(snoozes.c.created_at >= created_since)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(snoozes.c.rule_id).where(snoozes.c.patient_key == patient_key, snoozes.c.until > now)
-            ).all()
-        return {row[0] for row in rows}
+            rows = conn.execute(query).mappings().all()
+        return [
+            SnoozeRecord(
+                patient_key=row["patient_key"],
+                rule_id=row["rule_id"],
+                until=_aware(row["until"]),
+                feedback_fingerprint=row["feedback_fingerprint"],
+                created_at=_aware(row["created_at"]),
+            )
+            for row in rows
+        ]
 
     # ---- reporting and health ----------------------------------------------------------
     def report_rows(self, since: datetime | None) -> dict[str, Any]:

@@ -306,3 +306,17 @@ def test_readyz_reports_an_unreachable_store(app_client: TestClient, monkeypatch
     monkeypatch.setattr(app_client.app.state.registry.store, "ping", down)  # type: ignore[attr-defined]
     response = app_client.get("/readyz")
     assert response.status_code == 503 and response.json()["status"] == "unavailable"
+
+
+def test_snooze_on_one_replica_reaches_another_on_its_next_refresh(database_url: str, clock: Clock) -> None:
+    settings = make_settings(database_url=database_url, patient_hash_key="shared")
+    with (
+        TestClient(create_app(settings, now=clock)) as one,
+        TestClient(create_app(settings, now=clock)) as two,
+    ):
+        card = issue(one, "snz-7", e2=6.0)["low-estradiol"]
+        one.post(FEEDBACK, json={"feedback": [snooze_entry(card)]})
+        assert "low-estradiol" not in issue(one, "snz-7", e2=6.0)  # at once on the replica that took it
+        assert "low-estradiol" in issue(two, "snz-7", e2=6.0)  # the other has not refreshed yet
+        two.app.state.registry.snoozes.load()  # type: ignore[attr-defined]  # its periodic refresh
+        assert "low-estradiol" not in issue(two, "snz-7", e2=6.0)
