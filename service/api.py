@@ -33,6 +33,19 @@ def registry(request: Request) -> Registry:
     return reg
 
 
+async def authenticate(request: Request) -> None:
+    """Verify the CDS Hooks JWT when auth is on; ``aud`` must be this endpoint's URL."""
+    verifier = request.app.state.verifier
+    if verifier is None:
+        return
+    public_url = request.app.state.settings.public_url
+    if public_url:
+        audience = public_url.rstrip("/") + request.url.path
+    else:
+        audience = str(request.url.replace(query="", fragment=""))
+    await verifier.verify(request.headers.get("authorization"), audience)
+
+
 async def read_json(request: Request) -> Any:
     """The request body as JSON, refusing bodies over the configured limit before parsing."""
     limit: int = request.app.state.settings.max_body_bytes
@@ -55,12 +68,14 @@ async def read_json(request: Request) -> Any:
 
 @router.get("/cds-services")
 async def discovery(request: Request) -> JsonResponse:
+    await authenticate(request)
     return JsonResponse(to_json_dict(registry(request).discovery()))
 
 
 @router.post("/cds-services/{service_id}")
 async def call_service(service_id: str, request: Request) -> JsonResponse:
     started = time.perf_counter()
+    await authenticate(request)
     payload = await read_json(request)
     response = await registry(request).call(service_id, payload)
     # Service id, card count and rule ids only: never patient data.
@@ -78,6 +93,7 @@ async def call_service(service_id: str, request: Request) -> JsonResponse:
 
 @router.post("/cds-services/{service_id}/feedback")
 async def call_feedback(service_id: str, request: Request) -> JsonResponse:
+    await authenticate(request)
     reg = registry(request)
     if service_id not in reg.services:
         raise UnknownService(f"no CDS service with id {service_id!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,20 +13,22 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from service.api import JsonResponse, router
 from service.audit import AuditWriter
+from service.auth import AuthError, KeyStore, TrustedClientsError, Verifier, load_trusted_clients
 from service.engine import RuleEngine
 from service.errors import (
     OsteoguardError,
     RequestError,
-    RuleSetError,
     UnknownService,
     operation_outcome,
 )
 from service.fhir_client import FhirFetcher
 from service.registry import Registry, utc_now
 from service.ruleset import load_ruleset
+from service.security import SecurityHeaders
 from service.settings import Settings, get_settings, patient_hash_key
 from service.snoozes import SnoozeCache
 from service.store import Store
@@ -44,6 +47,15 @@ def new_http_client(timeout_s: float) -> httpx.AsyncClient:
     )
 
 
+async def _forget_expired_tokens(store: Store, now: Callable[[], datetime]) -> None:
+    while True:
+        try:
+            await anyio.to_thread.run_sync(store.forget_expired_tokens, now())
+        except Exception as exc:  # housekeeping only; the next round tries again
+            log.warning("token housekeeping failed", extra={"error": type(exc).__name__})
+        await asyncio.sleep(600)
+
+
 def _error_response(error: OsteoguardError) -> JsonResponse:
     return JsonResponse(operation_outcome(error), status_code=error.status_code)
 
@@ -54,11 +66,18 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        clients = None
         if settings.auth == "jwt":
-            raise RuleSetError(
-                ["OSTEOGUARD_AUTH=jwt is not supported by this build yet; set OSTEOGUARD_AUTH=off"]
+            if settings.trusted_clients is None:
+                raise TrustedClientsError(
+                    "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_TRUSTED_CLIENTS (the trusted-clients file); "
+                    "set OSTEOGUARD_AUTH=off only for local testing"
+                )
+            clients = load_trusted_clients(settings.trusted_clients)
+        else:
+            log.warning(
+                "OSTEOGUARD_AUTH=off: CDS calls are NOT authenticated. Never expose this to a network."
             )
-        log.warning("OSTEOGUARD_AUTH=off: CDS calls are NOT authenticated. Never expose this to a network.")
         ruleset = load_ruleset(settings.rules_dir)
         store = Store(settings.database_url, patient_hash_key(settings))
         await anyio.to_thread.run_sync(store.open)  # applies migrations
@@ -68,6 +87,16 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         audit.start()
         snoozes = SnoozeCache(store, now, settings.snooze_refresh_s)
         await snoozes.start()
+        app.state.verifier = None
+        if clients is not None:
+
+            async def remember_jti(iss: str, jti: str, expires_at: datetime) -> None:
+                if not await anyio.to_thread.run_sync(store.remember_token, iss, jti, expires_at):
+                    raise AuthError("replayed jti", iss=iss, jti=jti)
+
+            app.state.verifier = Verifier(clients, KeyStore(http), remember_jti)
+            log.info("JWT verification on", extra={"trusted_clients": sorted(clients)})
+        housekeeping = asyncio.create_task(_forget_expired_tokens(store, now), name="osteoguard-housekeeping")
         app.state.settings = settings
         app.state.registry = Registry(
             ruleset,
@@ -83,6 +112,8 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         try:
             yield
         finally:
+            housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
             await snoozes.stop()
             await audit.stop()  # every queued card record is written before we exit
             await http.aclose()
@@ -97,6 +128,29 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         redoc_url=None,
     )
     app.include_router(router)
+    app.add_middleware(SecurityHeaders)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,  # bearer tokens, never cookies; and never with a wildcard
+            max_age=600,
+        )
+
+    @app.exception_handler(AuthError)
+    async def on_auth_error(request: Request, exc: AuthError) -> JsonResponse:
+        # The reason is for operators; the caller learns nothing about why.
+        log.warning(
+            "request refused: %s",
+            exc.reason,
+            extra={"iss": exc.iss, "jti": exc.jti, "path": request.url.path},
+        )
+        response = _error_response(exc)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(OsteoguardError)
     async def on_error(request: Request, exc: OsteoguardError) -> JsonResponse:

@@ -18,11 +18,12 @@ class Settings(BaseSettings):
         env_prefix="OSTEOGUARD_", env_file=".env", env_ignore_empty=True, extra="ignore"
     )
 
-    # Until JWT verification lands (security issue) the only supported mode is "off";
-    # "jwt" is refused at start-up rather than silently accepting unsigned calls.
-    auth: Literal["jwt", "off"] = "off"
+    # jwt: every CDS call needs a valid CDS Hooks JWT from a trusted client.
+    auth: Literal["jwt", "off"] = "jwt"
     trusted_clients: Path | None = None
     public_url: str | None = None
+    # Browser-based CDS clients allowed by CORS, comma-separated (none by default).
+    cors_origins: str = ""
     database_url: str = "sqlite:///./osteoguard.db"
     rules_dir: Path = PACKAGED_RULES_DIR
     fhir_timeout_s: float = Field(default=3.0, gt=0, le=60)

@@ -90,6 +90,14 @@ snoozes = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+seen_tokens = Table(
+    "seen_tokens",
+    metadata,
+    Column("iss", String(500), primary_key=True),
+    Column("jti", String(500), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
 settings_table = Table(
     "settings",
     metadata,
@@ -318,6 +326,19 @@ class Store:
             )
             for row in rows
         ]
+
+    # ---- JWT replay protection ---------------------------------------------------------
+    def remember_token(self, iss: str, jti: str, expires_at: datetime) -> bool:
+        """Record a token id; False when it was seen before (a replay)."""
+        with self.engine.begin() as conn:
+            return (
+                self._insert_ignore(conn, seen_tokens, [{"iss": iss, "jti": jti, "expires_at": expires_at}])
+                == 1
+            )
+
+    def forget_expired_tokens(self, now: datetime) -> int:
+        with self.engine.begin() as conn:
+            return int(conn.execute(seen_tokens.delete().where(seen_tokens.c.expires_at < now)).rowcount or 0)
 
     # ---- reporting and health ----------------------------------------------------------
     def report_rows(self, since: datetime | None) -> dict[str, Any]:
