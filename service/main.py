@@ -48,12 +48,14 @@ def new_http_client(timeout_s: float) -> httpx.AsyncClient:
 
 
 async def _forget_expired_tokens(store: Store, now: Callable[[], datetime]) -> None:
+    # Waits first: nothing expires at start-up, and a purge in flight while the app shuts down
+    # would hold a database connection past the store's close.
     while True:
+        await asyncio.sleep(600)
         try:
             await anyio.to_thread.run_sync(store.forget_expired_tokens, now())
         except Exception as exc:  # housekeeping only; the next round tries again
             log.warning("token housekeeping failed", extra={"error": type(exc).__name__})
-        await asyncio.sleep(600)
 
 
 def _error_response(error: OsteoguardError) -> JsonResponse:

@@ -1,0 +1,29 @@
+"""Store details not covered through the HTTP tests, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from service.store import Store
+
+
+def test_seen_tokens_are_kept_until_they_expire(database_url: str) -> None:
+    store = Store(database_url, b"k")
+    store.open()
+    try:
+        now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+        assert store.remember_token("https://ehr", "jti-1", now + timedelta(minutes=5)) is True
+        assert store.remember_token("https://ehr", "jti-1", now + timedelta(minutes=5)) is False  # replay
+        assert store.remember_token("https://other-ehr", "jti-1", now + timedelta(minutes=5)) is True
+        assert store.forget_expired_tokens(now) == 0
+        assert store.forget_expired_tokens(now + timedelta(minutes=6)) == 2
+    finally:
+        store.close()
+
+
+def test_postgres_style_urls_use_psycopg_3() -> None:
+    from service.store import sqlalchemy_url
+
+    assert sqlalchemy_url("postgresql://u:p@db/og") == "postgresql+psycopg://u:p@db/og"
+    assert sqlalchemy_url("postgres://u@db/og") == "postgresql+psycopg://u@db/og"
+    assert sqlalchemy_url("sqlite:///./osteoguard.db") == "sqlite:///./osteoguard.db"
