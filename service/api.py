@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from cds_hooks.models import to_json_dict
+from service import metrics
 from service.errors import BodyTooLarge, InvalidJson, UnknownService
 from service.feedback import parse_batch, record_feedback
 from service.registry import Registry
@@ -109,6 +110,12 @@ async def call_feedback(service_id: str, request: Request) -> JsonResponse:
         reg.snoozes.add(snoozed)  # this replica honours the snooze at once
     log.info("feedback stored", extra={"service": service_id, "new": new, "duplicates": duplicates})
     return JsonResponse({"stored": new, "duplicates": duplicates})
+
+
+@router.get("/metrics")
+async def metrics_endpoint() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
 
 
 @router.get("/healthz")

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from service.metrics import FHIR_FETCHES
+
 log = logging.getLogger("osteoguard.fhir")
 
 MAX_PAGES = 10
@@ -105,6 +107,8 @@ class FhirFetcher:
         results: dict[str, dict[str, Any]] = {}
         failures: list[FetchFailed] = []
         for key, task in tasks.items():
+            ok = task not in pending and task.exception() is None
+            FHIR_FETCHES.labels(key, "ok" if ok else "failed").inc()
             if task in pending:
                 failures.append(FetchFailed(key, f"no answer within {self.budget_s:g} s"))
             elif isinstance(task.exception(), FetchFailed):

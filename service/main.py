@@ -26,7 +26,10 @@ from service.errors import (
     operation_outcome,
 )
 from service.fhir_client import FhirFetcher
-from service.registry import Registry, utc_now
+from service.metrics import RULESET, Instrument
+from service.registry import SERVICES, Registry, utc_now
+from service.reload import RuleReloader
+from service.requestid import RequestId
 from service.ruleset import load_ruleset
 from service.security import SecurityHeaders
 from service.settings import Settings, get_settings, patient_hash_key
@@ -110,16 +113,21 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
             now,
             snoozes,
         )
+        reloader = RuleReloader(app.state.registry, settings.rules_dir, settings.rules_reload_s)
+        reloader.start()
+        app.state.reloader = reloader
+        RULESET.info({"name": ruleset.name, "version": ruleset.version})
         log.info("rule set %s %s loaded (%d rules)", ruleset.name, ruleset.version, len(ruleset.rules))
         try:
             yield
         finally:
+            await reloader.stop()
             housekeeping.cancel()
             await asyncio.gather(housekeeping, return_exceptions=True)
             await snoozes.stop()
             await audit.stop()  # every queued card record is written before we exit
             await http.aclose()
-            engine.close()
+            app.state.registry.engine.close()
             store.close()
 
     app = FastAPI(
@@ -131,6 +139,8 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
     )
     app.include_router(router)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(Instrument, service_ids=frozenset(s.id for s in SERVICES))
+    app.add_middleware(RequestId)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

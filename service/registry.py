@@ -22,6 +22,7 @@ from service.facts import FactBuilder, PatientData
 from service.fhir import belongs_to, bundle_resources, depth
 from service.fhir_client import FhirFetcher
 from service.hooks import ORDER_HOOKS, candidate_orders, parse_context
+from service.metrics import CARDS
 from service.prefetch import PREFETCH_KEYS, prefetch_templates, resolve
 from service.ruleset import RuleSet
 from service.snoozes import SnoozeCache
@@ -103,6 +104,16 @@ class Registry:
         self.services = {s.id: s for s in SERVICES}
         self._templates = prefetch_templates(ruleset)
 
+    def install(self, ruleset: RuleSet, engine: RuleEngine) -> RuleEngine:
+        """Serve a new rule set from now on; returns the engine it replaces (to close later).
+
+        The three attributes change together, with no await in between, so every call sees
+        one consistent set: each call also reads them once, at its start.
+        """
+        old = self.engine
+        self.ruleset, self.engine, self._templates = ruleset, engine, prefetch_templates(ruleset)
+        return old
+
     def discovery(self) -> Discovery:
         return Discovery(
             services=[
@@ -144,12 +155,14 @@ class Registry:
         if request.hook != service.hook:
             raise WrongHook(f"service {service.id!r} answers {service.hook!r}, not {request.hook!r}")
         ctx = parse_context(request.hook, request.context)
-        facts = FactBuilder(self.ruleset, self.today())
+        # One consistent rule set for the whole call, even if a reload lands meanwhile.
+        ruleset, engine, templates = self.ruleset, self.engine, self._templates
+        facts = FactBuilder(ruleset, self.today())
         # One FHIR fetch budget for the whole request, across both phases of patient-view.
         deadline = self.fetcher.deadline() if self.fetcher else 0.0
 
         async def data_for(keys: tuple[str, ...]) -> dict[str, Any]:
-            return await resolve(request, keys, self._templates, self.fetcher, deadline)
+            return await resolve(request, keys, templates, self.fetcher, deadline)
 
         if request.hook in ORDER_HOOKS:
             pool = ctx.drafts
@@ -188,19 +201,26 @@ class Registry:
             anastrozole_drafts=drafts,
         )
         fact_list = facts.build(patient_data)
-        firings = self.engine.evaluate(fact_list)
-        cards = CardBuilder(self.ruleset, facts.today).build(
+        firings = engine.evaluate(fact_list)
+        cards = CardBuilder(ruleset, facts.today).build(
             firings,
             patient_id=ctx.patient_id,
             sex=str(fact_list[0].fields["sex"]),
             drafts=drafts,
         )
         if cards and self.store is not None:
-            cards = await self._record(cards, service, request, ctx.patient_id)
+            cards = await self._record(cards, service, request, ctx.patient_id, ruleset.version)
+        for card in cards:
+            CARDS.labels(card.source.topic.code if card.source.topic else "", card.indicator.value).inc()
         return CdsResponse(cards=cards)
 
     async def _record(
-        self, cards: list[Card], service: ServiceDefinition, request: CdsRequest, patient_id: str
+        self,
+        cards: list[Card],
+        service: ServiceDefinition,
+        request: CdsRequest,
+        patient_id: str,
+        version: str,
     ) -> list[Card]:
         """Drop cards the clinician snoozed for this patient; queue the rest for the audit."""
         assert self.store is not None
@@ -217,7 +237,7 @@ class Registry:
                         service_id=service.id,
                         hook=service.hook,
                         hook_instance=request.hookInstance[:200],
-                        ruleset_version=self.ruleset.version,
+                        ruleset_version=version,
                         patient_key=patient_key,
                         suggestion_uuids=tuple(str(s.uuid) for s in card.suggestions),
                         issued_at=now,

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     patient_hash_key_file: Path | None = None
     # How often each replica reads snoozes recorded by other replicas (its own apply at once).
     snooze_refresh_s: float = Field(default=5.0, gt=0, le=3600)
+    # How often the rules folder is checked for a changed rule set (0: never reload).
+    rules_reload_s: float = Field(default=10.0, ge=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
 

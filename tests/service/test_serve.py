@@ -58,4 +58,76 @@ def test_serve_answers_hooks_over_http(tmp_path: Path) -> None:
     assert any("NOT authenticated" in r["message"] for r in records)
     hook_logs = [r for r in records if r["message"] == "hook answered"]
     assert hook_logs and hook_logs[0]["rules"] == ["low-estradiol"]
+    assert len(hook_logs[0]["request_id"]) == 32  # every line of a request carries its id
     assert "srv-1" not in "\n".join(lines)  # no patient identifiers in logs
+
+
+def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    arrived, release = threading.Event(), threading.Event()
+    estradiol = json.dumps({"resourceType": "Bundle", "type": "searchset"}).encode()
+
+    class HeldFhirServer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            arrived.set()
+            release.wait(20)  # the answer is held until the test has sent SIGTERM
+            self.send_response(200)
+            self.send_header("content-type", "application/fhir+json")
+            self.send_header("content-length", str(len(estradiol)))
+            self.end_headers()
+            self.wfile.write(estradiol)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    fhir = ThreadingHTTPServer(("127.0.0.1", 0), HeldFhirServer)
+    threading.Thread(target=fhir.serve_forever, daemon=True).start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "OSTEOGUARD_AUTH": "off",
+        "OSTEOGUARD_DATABASE_URL": f"sqlite:///{tmp_path}/og.db",
+        "OSTEOGUARD_FHIR_TIMEOUT_S": "20",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    result: dict[str, object] = {}
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "Uvicorn running on" in line or proc.poll() is not None:
+                break
+        request = order_sign("drain-1", e2=7.0)
+        del request["prefetch"]["estradiol"]
+        request["fhirServer"] = f"http://127.0.0.1:{fhir.server_address[1]}/fhir"
+
+        def call() -> None:
+            with httpx.Client(timeout=30, trust_env=False) as http:
+                response = http.post(
+                    f"http://127.0.0.1:{port}/cds-services/anastrozole-bone-order-sign", json=request
+                )
+                result["status"] = response.status_code
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert arrived.wait(20), "the fallback query never reached the FHIR server"
+        proc.send_signal(signal.SIGTERM)  # shutdown starts while the request is in flight
+        release.set()
+        caller.join(30)
+        _, rest = proc.communicate(timeout=30)
+    finally:
+        release.set()
+        fhir.shutdown()
+        fhir.server_close()
+        if proc.poll() is None:
+            proc.kill()
+    assert result.get("status") == 200
+    assert "Application shutdown complete" in rest
