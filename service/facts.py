@@ -96,12 +96,30 @@ def _ref(resource: dict[str, Any]) -> str:
     return f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"{rtype} (no id)"
 
 
+_CODE_INDEX: dict[int, tuple[RuleSet, dict[tuple[str, str], tuple[str, ...]]]] = {}
+
+
+def _code_index(ruleset: RuleSet) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(system, code) -> the observation code lists it belongs to; built once per rule set."""
+    cached = _CODE_INDEX.get(id(ruleset))
+    if cached is not None and cached[0] is ruleset:
+        return cached[1]
+    index: dict[tuple[str, str], tuple[str, ...]] = {}
+    for name, codes in ruleset.observations.items():
+        for pair in codes:
+            index[pair] = (*index.get(pair, ()), name)
+    _CODE_INDEX[id(ruleset)] = (ruleset, index)
+    return index
+
+
 class FactBuilder:
     """Builds the fact list for one evaluation from a rule set's code lists and units."""
 
     def __init__(self, ruleset: RuleSet, today: date) -> None:
         self.rs = ruleset
         self.today = today
+        self._by_list: dict[str, list[tuple[FhirDate, dict[str, Any]]]] | None = None
+        self._by_list_of: PatientData | None = None
 
     # ---- medications -------------------------------------------------------------------
     def medication_concepts(self, request: dict[str, Any], bundle: Iterable[dict[str, Any]]) -> list[Any]:
@@ -171,18 +189,33 @@ class FactBuilder:
         return 0
 
     def _observations(self, data: PatientData, code_list: str) -> list[tuple[FhirDate, dict[str, Any]]]:
-        codes = self.rs.observations[code_list]
-        found = []
+        """Usable, dated, not-future Observations in a code list, oldest first."""
+        if self._by_list is None or self._by_list_of is not data:
+            self._by_list = self._index_observations(data)
+            self._by_list_of = data
+        return self._by_list.get(code_list, [])
+
+    def _index_observations(self, data: PatientData) -> dict[str, list[tuple[FhirDate, dict[str, Any]]]]:
+        # One pass over the resources for every code list (a bundle can hold hundreds).
+        index = _code_index(self.rs)
+        allowed = self.rs.usable_status.get("Observation", frozenset())
+        by_list: dict[str, list[tuple[FhirDate, dict[str, Any]]]] = {}
         for res in data.resources:
-            if res.get("resourceType") != "Observation" or not self._usable(res, data.patient_id):
+            if res.get("resourceType") != "Observation" or text(res.get("status")) not in allowed:
                 continue
-            if not concept_matches(res.get("code"), codes):
+            lists: tuple[str, ...] = ()
+            for system, code, _ in codings(res.get("code")):
+                lists += index.get((system, code), ())
+            if not lists or not belongs_to(res, data.patient_id):
                 continue
             when = clinical_date(res, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
-            if when is not None and when.day <= self.today:
-                found.append((when, res))
-        found.sort(key=lambda pair: _sort_key(*pair))
-        return found
+            if when is None or when.day > self.today:
+                continue
+            for name in set(lists):
+                by_list.setdefault(name, []).append((when, res))
+        for found in by_list.values():
+            found.sort(key=lambda pair: _sort_key(*pair))
+        return by_list
 
     # ---- facts -------------------------------------------------------------------------
     def context(self, data: PatientData) -> Fact:

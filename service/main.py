@@ -35,6 +35,7 @@ from service.security import SecurityHeaders
 from service.settings import Settings, get_settings, patient_hash_key
 from service.snoozes import SnoozeCache
 from service.store import Store
+from service.tokens import SqliteTokenLedger, StoreTokenLedger, token_ledger
 
 log = logging.getLogger("osteoguard")
 
@@ -50,13 +51,15 @@ def new_http_client(timeout_s: float) -> httpx.AsyncClient:
     )
 
 
-async def _forget_expired_tokens(store: Store, now: Callable[[], datetime]) -> None:
+async def _forget_expired_tokens(
+    ledger: SqliteTokenLedger | StoreTokenLedger, now: Callable[[], datetime]
+) -> None:
     # Waits first: nothing expires at start-up, and a purge in flight while the app shuts down
     # would hold a database connection past the store's close.
     while True:
         await asyncio.sleep(600)
         try:
-            await anyio.to_thread.run_sync(store.forget_expired_tokens, now())
+            await anyio.to_thread.run_sync(ledger.forget_expired, now())
         except Exception as exc:  # housekeeping only; the next round tries again
             log.warning("token housekeeping failed", extra={"error": type(exc).__name__})
 
@@ -93,15 +96,18 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         snoozes = SnoozeCache(store, now, settings.snooze_refresh_s)
         await snoozes.start()
         app.state.verifier = None
+        ledger = token_ledger(store)
         if clients is not None:
 
             async def remember_jti(iss: str, jti: str, expires_at: datetime) -> None:
-                if not await anyio.to_thread.run_sync(store.remember_token, iss, jti, expires_at):
+                if not await ledger.remember(iss, jti, expires_at):
                     raise AuthError("replayed jti", iss=iss, jti=jti)
 
             app.state.verifier = Verifier(clients, KeyStore(http), remember_jti)
             log.info("JWT verification on", extra={"trusted_clients": sorted(clients)})
-        housekeeping = asyncio.create_task(_forget_expired_tokens(store, now), name="osteoguard-housekeeping")
+        housekeeping = asyncio.create_task(
+            _forget_expired_tokens(ledger, now), name="osteoguard-housekeeping"
+        )
         app.state.settings = settings
         app.state.registry = Registry(
             ruleset,
@@ -128,6 +134,7 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
             await audit.stop()  # every queued card record is written before we exit
             await http.aclose()
             app.state.registry.engine.close()
+            ledger.close()
             store.close()
 
     app = FastAPI(

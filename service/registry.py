@@ -145,9 +145,10 @@ class Registry:
             raise UnknownService(f"no CDS service with id {service_id!r}")
         if not isinstance(payload, dict):
             raise RequestError("the request body must be a JSON object")
-        if depth(payload, MAX_DEPTH) > MAX_DEPTH:
-            # FHIR resources nest a dozen levels; this bounds every recursive step after it.
-            raise RequestError(f"the request nests deeper than {MAX_DEPTH} levels")
+        if depth(payload.get("context"), MAX_DEPTH) > MAX_DEPTH:
+            # The drafts in the context are copied and re-validated for suggestions (recursive
+            # steps); FHIR nests a dozen levels. Prefetch is only read at fixed shallow paths.
+            raise RequestError(f"the request context nests deeper than {MAX_DEPTH} levels")
         try:
             request = CdsRequest.model_validate(payload)
         except ValidationError as exc:

@@ -27,3 +27,21 @@ def test_postgres_style_urls_use_psycopg_3() -> None:
     assert sqlalchemy_url("postgresql://u:p@db/og") == "postgresql+psycopg://u:p@db/og"
     assert sqlalchemy_url("postgres://u@db/og") == "postgresql+psycopg://u@db/og"
     assert sqlalchemy_url("sqlite:///./osteoguard.db") == "sqlite:///./osteoguard.db"
+
+
+def test_sqlite_token_ledger_detects_replays_across_connections(tmp_path: object) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from service.tokens import SqliteTokenLedger
+
+    path = Path(str(tmp_path)) / "og.tokens.db"
+    one, two = SqliteTokenLedger(path), SqliteTokenLedger(path)  # as two workers would
+    try:
+        expires = datetime(2030, 1, 1, tzinfo=UTC)
+        assert asyncio.run(one.remember("iss", "jti-1", expires)) is True
+        assert asyncio.run(two.remember("iss", "jti-1", expires)) is False
+        assert two.forget_expired(datetime(2031, 1, 1, tzinfo=UTC)) == 1
+    finally:
+        one.close()
+        two.close()

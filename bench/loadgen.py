@@ -1,0 +1,87 @@
+"""A small HTTP/1.1 keep-alive load generator (run as its own process, on the other core).
+
+Reads a JSON job on stdin: {"host", "port", "requests": [raw request bytes as latin-1 text],
+"concurrency", "rate" (requests/s, 0 = as fast as possible), "warmup"}; every request string
+is sent once, in order, spread over `concurrency` connections. Prints JSON: throughput,
+latency percentiles, status counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+
+async def connection(
+    host: str,
+    port: int,
+    queue: asyncio.Queue[tuple[int, bytes]],
+    out: list[tuple[int, float, int]],
+    start_at: float,
+    interval: float,
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            try:
+                index, payload = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if interval:
+                due = start_at + index * interval  # open loop: each request has its send time
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                began = max(due, loop.time()) if delay > 0 else due
+            else:
+                began = loop.time()
+            writer.write(payload)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+            out.append((index, loop.time() - began, status))
+    finally:
+        writer.close()
+
+
+async def main() -> None:
+    job = json.loads(sys.stdin.read())
+    requests = [r.encode("latin-1") for r in job["requests"]]
+    warm = job.get("warmup", 0)
+    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+    for item in enumerate(requests):
+        queue.put_nowait(item)
+    out: list[tuple[int, float, int]] = []
+    loop = asyncio.get_running_loop()
+    rate = job.get("rate", 0)
+    start = loop.time() + 0.05
+    wall = time.perf_counter()
+    await asyncio.gather(
+        *(
+            connection(job["host"], job["port"], queue, out, start, 1 / rate if rate else 0)
+            for _ in range(job["concurrency"])
+        )
+    )
+    elapsed = time.perf_counter() - wall
+    measured = sorted(lat for i, lat, _ in out if i >= warm)
+    statuses: dict[str, int] = {}
+    for _, _, status in out:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+
+    def pct(p: float) -> float:
+        return measured[min(len(measured) - 1, int(len(measured) * p))] * 1000
+
+    print(
+        json.dumps({"rps": len(out) / elapsed, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "statuses": statuses})
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
