@@ -6,7 +6,7 @@
 Both servers run as uvicorn (uvloop + httptools) on 127.0.0.1, one worker each unless said
 otherwise; the load generator (bench/loadgen.py) runs in its own process. Requests:
 - typical: order-select with full prefetch, 1 draft, 10 estradiol results, DXA T-score,
-  vitamin D (about 5 KB);
+  vitamin D, a DXA two and a half years old, so one card (baseline-dexa) fires (about 5 KB);
 - large: the same with 200 estradiol Observations.
 Osteoguard runs with auth off, and with JWT on (RS384; every request carries its own
 pre-signed token, because a token's jti is accepted once). Closed-loop runs sweep the number
@@ -53,7 +53,7 @@ def free_port() -> int:
 
 
 def payload(kind: str) -> bytes:
-    req = order_sign("bench-1", e2=25.0, hook="order-select")
+    req = order_sign("bench-1", e2=25.0, dxa_days=900, hook="order-select")  # fires baseline-dexa
     n = 10 if kind == "typical" else 200
     req["prefetch"]["estradiol"] = bundle(
         *[obs(f"e{i}", "bench-1", "2243-4", 20 + i % 30, "pg/mL", 20 + i * 9) for i in range(n)]

@@ -251,8 +251,13 @@ class Store:
             }
             for r in records
         ]
+        if not rows:
+            return
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        # executemany with one statement: compiled once and cached, whatever the batch size
+        # (a multi-row VALUES statement is new SQL for every batch size, compiled each time).
         with self.engine.begin() as conn:
-            self._insert_ignore(conn, cards, rows)
+            conn.execute(dialect.insert(cards).on_conflict_do_nothing(), rows)
 
     def cards_by_uuid(self, uuids: Iterable[str]) -> dict[str, CardRecord]:
         wanted = sorted(set(uuids))
