@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,8 +45,9 @@ def registry(ruleset: RuleSet, engine: RuleEngine) -> Registry:
 
 def make_settings(tmp_path: Path | None = None, **overrides: object) -> Settings:
     values: dict[str, object] = {"auth": "off", "rules_dir": PACKAGED_RULES_DIR}
-    if tmp_path is not None:
-        values["database_url"] = f"sqlite:///{tmp_path / 'osteoguard.db'}"
+    # Never the default ./osteoguard.db: a test must not write into the working tree.
+    folder = tmp_path if tmp_path is not None else Path(tempfile.mkdtemp(prefix="osteoguard-test-"))
+    values["database_url"] = f"sqlite:///{folder / 'osteoguard.db'}"
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
