@@ -21,23 +21,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_answers_hooks_over_http(tmp_path: Path) -> None:
+def start_serving(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], int, list[str]]:
+    """`osteoguard serve` on a free loopback port, once its startup line is out (no sleeping)."""
     port = free_port()
-    env = {**os.environ, "OSTEOGUARD_AUTH": "off", "OSTEOGUARD_DATABASE_URL": f"sqlite:///{tmp_path}/og.db"}
+    environment = {
+        **os.environ,
+        "OSTEOGUARD_AUTH": "off",
+        "OSTEOGUARD_DATABASE_URL": f"sqlite:///{tmp_path}/og.db",
+        **env,
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
+        env=environment,
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
     )
     lines: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append(line)
+        if "Uvicorn running on" in line or proc.poll() is not None:
+            break
+    return proc, port, lines
+
+
+def test_serve_answers_hooks_over_http(tmp_path: Path) -> None:
+    proc, port, lines = start_serving(tmp_path)
     try:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # wait for the startup line instead of sleeping
-            lines.append(line)
-            if "Uvicorn running on" in line or proc.poll() is not None:
-                break
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=10) as http:
             assert http.get("/healthz").status_code == 200
@@ -84,27 +95,9 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
 
     fhir = ThreadingHTTPServer(("127.0.0.1", 0), HeldFhirServer)
     threading.Thread(target=fhir.serve_forever, daemon=True).start()
-    port = free_port()
-    env = {
-        **os.environ,
-        "OSTEOGUARD_AUTH": "off",
-        "OSTEOGUARD_DATABASE_URL": f"sqlite:///{tmp_path}/og.db",
-        "OSTEOGUARD_FHIR_TIMEOUT_S": "20",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc, port, _ = start_serving(tmp_path, OSTEOGUARD_FHIR_TIMEOUT_S="20", NO_PROXY="127.0.0.1,localhost")
     result: dict[str, object] = {}
     try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "Uvicorn running on" in line or proc.poll() is not None:
-                break
         request = order_sign("drain-1", e2=7.0)
         del request["prefetch"]["estradiol"]
         request["fhirServer"] = f"http://127.0.0.1:{fhir.server_address[1]}/fhir"
