@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -45,6 +46,12 @@ def parse_date(value: Any) -> FhirDate | None:
     """Parse a FHIR ``date``/``dateTime``/``instant`` (partial dates allowed); None if invalid."""
     if not isinstance(value, str):
         return None
+    return _parse_date_text(value)
+
+
+@lru_cache(maxsize=16384)
+def _parse_date_text(value: str) -> FhirDate | None:
+    # Cached: the same dates come back call after call (a patient's history, the EHR's clock).
     match = _FHIR_DATE.match(value)
     if not match:
         return None
