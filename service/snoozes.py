@@ -26,20 +26,21 @@ class SnoozeCache:
         self.store = store
         self.now = now
         self.refresh_s = refresh_s
-        self._until: dict[tuple[str, str], datetime] = {}
+        # patient key -> rule id -> until: the hook path looks up one patient, not every snooze.
+        self._until: dict[str, dict[str, datetime]] = {}
         self._since: datetime | None = None
         self._task: asyncio.Task[None] | None = None
 
     def snoozed(self, patient_key: str) -> set[str]:
         """Rule ids snoozed for this patient right now."""
         now = self.now()
-        return {rule for (key, rule), until in self._until.items() if key == patient_key and until > now}
+        return {rule for rule, until in self._until.get(patient_key, {}).items() if until > now}
 
     def add(self, rows: Iterable[SnoozeRecord]) -> None:
         for row in rows:
-            slot = (row.patient_key, row.rule_id)
-            if row.until > self._until.get(slot, row.until - timedelta(seconds=1)):
-                self._until[slot] = row.until
+            rules = self._until.setdefault(row.patient_key, {})
+            if row.until > rules.get(row.rule_id, row.until - timedelta(seconds=1)):
+                rules[row.rule_id] = row.until
 
     def load(self) -> None:
         """Read what is new in the store (everything active, on the first call)."""
@@ -47,7 +48,11 @@ class SnoozeCache:
         since = None if self._since is None else self._since - OVERLAP
         self.add(self.store.active_snoozes(now, created_since=since))
         self._since = now
-        self._until = {slot: until for slot, until in self._until.items() if until > now}
+        self._until = {
+            key: live
+            for key, rules in self._until.items()
+            if (live := {rule: until for rule, until in rules.items() if until > now})
+        }
 
     async def start(self) -> None:
         await anyio.to_thread.run_sync(self.load)
