@@ -116,6 +116,11 @@ class RuleEngine:
         for rule in ruleset.rules:
             for variant in rule.variants:
                 definition[f"{rule.id}/{variant.name}"] = {"all": list(variant.conditions)}
+        # Firings are returned in rule-file order; computed once, not per evaluation.
+        self._order = {
+            f"{rule.id}/{variant.name}": i
+            for i, (rule, variant) in enumerate((r, v) for r in ruleset.rules for v in r.variants)
+        }
         self._lock = threading.Lock()
         try:
             self._handle = dre.create_ruleset(f"{ruleset.name}-{next(_names)}", json.dumps(definition))
@@ -174,11 +179,7 @@ class RuleEngine:
                     raise EngineError("durable_rules returned a fact from another evaluation")
                 matched[alias] = facts[fid]
             seen[name] = Firing(rule_id, variant, matched)
-        order = {
-            f"{rule.id}/{variant.name}": i
-            for i, (rule, variant) in enumerate((r, v) for r in self.ruleset.rules for v in r.variants)
-        }
-        return sorted(seen.values(), key=lambda f: order[f"{f.rule_id}/{f.variant}"])
+        return sorted(seen.values(), key=lambda f: self._order[f"{f.rule_id}/{f.variant}"])
 
     def close(self) -> None:
         """Release the compiled rule set (idempotent)."""
