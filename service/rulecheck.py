@@ -15,7 +15,7 @@ from typing import Any
 from service.cards import _fill, is_valid_fhir, render, template_values
 from service.engine import Fact, RuleEngine
 from service.errors import OsteoguardError, RuleSetError
-from service.ruleset import MAX_SUMMARY, RuleSet, load_ruleset
+from service.ruleset import MAX_SUMMARY, RuleSet, alias_kind, load_ruleset
 from service.scenarios import load_cases
 
 # Long but realistic evidence values, so templates are checked against their widest output.
@@ -71,10 +71,9 @@ def _alias_kinds(conditions: tuple[dict[str, Any], ...]) -> dict[str, str]:
     kinds = {}
     for cond in conditions:
         ((alias, expr),) = cond.items()
-        parts = expr.get("$and", [expr]) if isinstance(expr, dict) else []
-        for part in parts:
-            if isinstance(part, dict) and isinstance(part.get("kind"), str):
-                kinds[alias] = part["kind"]
+        kind = alias_kind(expr)
+        if kind is not None:
+            kinds[alias] = kind
     return kinds
 
 

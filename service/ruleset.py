@@ -249,7 +249,8 @@ def _resolve(value: Any, params: dict[str, float], where: tuple[Any, ...], probl
     return value
 
 
-def _alias_kind(expr: Any) -> str | None:
+def alias_kind(expr: Any) -> str | None:
+    """The fact kind an alias expression constrains (``{kind: x}`` at its top or in its ``$and``)."""
     if isinstance(expr, dict):
         if isinstance(expr.get("kind"), str):
             return str(expr["kind"])
@@ -381,7 +382,7 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
             if "$" in alias:
                 problems.add((*where, "conditions", i), f"alias {alias!r}: $not/$ aliases are not allowed")
                 continue
-            kind = _alias_kind(expr)
+            kind = alias_kind(expr)
             checked = _check_expr(expr, kind, params, (*where, "conditions", i, alias), problems)
             compiled.append({alias: checked})
             aliases.add(alias)
