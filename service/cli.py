@@ -1,4 +1,4 @@
-"""The ``osteoguard`` command: serve, evaluate, rules check, rules test."""
+"""The ``osteoguard`` command: serve, evaluate, rules check|test, db upgrade, feedback report."""
 
 from __future__ import annotations
 
