@@ -14,6 +14,7 @@ Two safety invariants are enforced here, in code, whatever the rule files say:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 import string
@@ -58,13 +59,67 @@ class _SafeFormatter(string.Formatter):
 _FORMAT = _SafeFormatter()
 
 
+_Piece = tuple[str, tuple[str, ...] | None, str | None, str]
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(text: str) -> tuple[_Piece, ...] | None:
+    """A template split once into (literal, field path, conversion, format spec) pieces.
+
+    ``string.Formatter`` re-parses the text on every call in pure Python; card texts are a
+    fixed set per rule set, so each is parsed once. None when a placeholder needs what only
+    the formatter does (indexing, positional or nested fields): those go the slow way.
+    """
+    pieces: list[_Piece] = []
+    for literal, field_name, spec, conversion in _FORMAT.parse(text):
+        if field_name is None:
+            pieces.append((literal, None, None, ""))
+            continue
+        path = tuple(field_name.split("."))
+        if "[" in field_name or "{" in (spec or "") or not all(path) or path[0].isdigit():
+            return None
+        if any(part.startswith("_") for part in path):
+            return None  # the formatter raises the error that names the placeholder
+        pieces.append((literal, path, conversion, spec or ""))
+    return tuple(pieces)
+
+
+def _attribute(value: Any, name: str) -> Any:
+    if isinstance(value, Mapping):
+        try:
+            return value[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+    return getattr(value, name)
+
+
 def render(text: str, values: Mapping[str, Any]) -> str:
     """Fill a card text template. Unknown placeholders raise KeyError/AttributeError."""
-    return _FORMAT.vformat(text, (), values)
+    pieces = _compile(text)
+    if pieces is None:
+        return _FORMAT.vformat(text, (), values)
+    out = []
+    for literal, path, conversion, spec in pieces:
+        out.append(literal)
+        if path is None:
+            continue
+        value = values[path[0]]
+        for name in path[1:]:
+            value = _attribute(value, name)
+        if conversion:
+            value = _FORMAT.convert_field(value, conversion)
+        out.append(_FORMAT.format_field(value, spec))
+    return "".join(out)
+
+
+_LEAVES = (str, int, float)
 
 
 def _ns(mapping: Mapping[str, Any]) -> _Namespace:
-    return _Namespace({k: (_ns(v) if isinstance(v, Mapping) else v) for k, v in mapping.items()})
+    # Leaves are checked first: isinstance against the Mapping ABC is slow for every str.
+    return _Namespace(
+        {k: v if isinstance(v, _LEAVES) or not isinstance(v, Mapping) else _ns(v) for k, v in mapping.items()}
+    )
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#!])")
@@ -78,7 +133,7 @@ def markdown_text(value: str) -> str:
 
 def _escaped(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        k: _escaped(v) if isinstance(v, Mapping) else markdown_text(v) if isinstance(v, str) else v
+        k: markdown_text(v) if isinstance(v, str) else _escaped(v) if isinstance(v, Mapping) else v
         for k, v in mapping.items()
     }
 
