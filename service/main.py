@@ -18,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from service.api import JsonResponse, router
 from service.audit import AuditWriter
 from service.auth import AuthError, KeyStore, TrustedClientsError, Verifier, load_trusted_clients
+from service.edge import Edge
 from service.engine import RuleEngine
 from service.errors import (
     OsteoguardError,
@@ -26,12 +27,10 @@ from service.errors import (
     operation_outcome,
 )
 from service.fhir_client import FhirFetcher
-from service.metrics import RULESET, Instrument
+from service.metrics import RULESET
 from service.registry import SERVICES, Registry, utc_now
 from service.reload import RuleReloader
-from service.requestid import RequestId
 from service.ruleset import load_ruleset
-from service.security import SecurityHeaders
 from service.settings import Settings, get_settings, patient_hash_key
 from service.snoozes import SnoozeCache
 from service.store import Store
@@ -145,9 +144,7 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         redoc_url=None,
     )
     app.include_router(router)
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(Instrument, service_ids=frozenset(s.id for s in SERVICES))
-    app.add_middleware(RequestId)
+    app.add_middleware(Edge, service_ids=frozenset(s.id for s in SERVICES))
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

@@ -7,8 +7,9 @@ scrape sees the worker that answered it.
 
 from __future__ import annotations
 
+import functools
 import os
-import time
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,7 +20,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("osteoguard_requests_total", "HTTP requests answered", ["endpoint", "service", "status"])
 LATENCY = Histogram(
@@ -51,38 +51,25 @@ def reason_label(reason: str) -> str:
     return reason.split(" (")[0].split(":")[0][:40]
 
 
-class Instrument:
-    """Pure ASGI middleware: request count and latency by endpoint kind, service id and status."""
+def endpoint_labels(path: str, service_ids: frozenset[str]) -> tuple[str, str]:
+    """(endpoint kind, service id) of a request path; unknown paths and ids share one label."""
+    parts = path.strip("/").split("/")
+    if parts[0] != "cds-services":
+        return (parts[0] if parts[0] in ("healthz", "readyz", "metrics") else "other"), ""
+    if len(parts) == 1:
+        return "discovery", ""
+    service = parts[1] if parts[1] in service_ids else "unknown"
+    return ("feedback" if len(parts) == 3 and parts[2] == "feedback" else "hook"), service
 
-    def __init__(self, app: ASGIApp, service_ids: frozenset[str]) -> None:
-        self.app = app
-        self.service_ids = service_ids
 
-    def _labels(self, path: str) -> tuple[str, str]:
-        parts = path.strip("/").split("/")
-        if parts[0] != "cds-services":
-            return (parts[0] if parts[0] in ("healthz", "readyz", "metrics") else "other"), ""
-        if len(parts) == 1:
-            return "discovery", ""
-        service = parts[1] if parts[1] in self.service_ids else "unknown"
-        return ("feedback" if len(parts) == 3 and parts[2] == "feedback" else "hook"), service
+@functools.lru_cache(maxsize=256)
+def _children(endpoint: str, service: str, status: str) -> tuple[Any, Any]:
+    # The label sets are bounded (see endpoint_labels); labels() takes a lock on every call.
+    return LATENCY.labels(endpoint, service), REQUESTS.labels(endpoint, service, status)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        endpoint, service = self._labels(scope["path"])
-        status = 500
-        started = time.perf_counter()
 
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record)
-        finally:
-            LATENCY.labels(endpoint, service).observe(time.perf_counter() - started)
-            REQUESTS.labels(endpoint, service, str(status)).inc()
+def observe_request(endpoint: str, service: str, status: int, seconds: float) -> None:
+    """Count one answered request and its latency."""
+    latency, requests = _children(endpoint, service, str(status))
+    latency.observe(seconds)
+    requests.inc()
