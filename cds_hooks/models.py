@@ -104,12 +104,29 @@ class CdsRequest(BaseModel):
 
 
 def _prune(value: Any) -> Any:
+    # One pass, no intermediate copies: this runs over every response (client drafts included).
     if isinstance(value, dict):
-        pruned = {k: _prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+        out = {}
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                item = _prune(item)
+                if not item:
+                    continue
+            elif item is None or item == "":
+                continue
+            out[key] = item
+        return out
     if isinstance(value, list):
-        pruned_list = [_prune(v) for v in value]
-        return [v for v in pruned_list if v not in (None, "", [], {})]
+        kept = []
+        for item in value:
+            if isinstance(item, dict | list):
+                item = _prune(item)
+                if not item:
+                    continue
+            elif item is None or item == "":
+                continue
+            kept.append(item)
+        return kept
     return value
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from cds_hooks.models import Card, CdsResponse, Coding, Indicator, Source, Suggestion, to_json_dict
+from cds_hooks.models import Action, Card, CdsResponse, Coding, Indicator, Source, Suggestion, to_json_dict
 
 
 def test_empty_response_is_exactly_an_empty_card_list() -> None:
@@ -18,6 +18,33 @@ def test_nulls_and_empty_collections_are_dropped() -> None:
     )
     assert to_json_dict(CdsResponse(cards=[card])) == {
         "cards": [{"summary": "s", "indicator": "info", "source": {"label": "x", "topic": {"code": "r"}}}]
+    }
+
+
+def test_empties_inside_suggested_resources_are_dropped_at_every_depth() -> None:
+    # Suggested updates copy the client's draft order, which may carry its own empties.
+    draft = {
+        "resourceType": "MedicationRequest",
+        "id": "d1",
+        "note": [{"text": ""}, {}],
+        "meta": {"tag": [None, []], "source": None},
+        "dosageInstruction": [{"text": "1 mg", "timing": {"repeat": {"frequency": 1, "when": []}}}],
+        "doNotPerform": False,
+        "priority": 0,
+    }
+    card = Card(
+        summary="s",
+        indicator=Indicator.info,
+        source=Source(label="x"),
+        suggestions=[Suggestion(label="l", actions=[Action(type="update", description="d", resource=draft)])],
+    )
+    resource = to_json_dict(CdsResponse(cards=[card]))["cards"][0]["suggestions"][0]["actions"][0]["resource"]
+    assert resource == {
+        "resourceType": "MedicationRequest",
+        "id": "d1",
+        "dosageInstruction": [{"text": "1 mg", "timing": {"repeat": {"frequency": 1}}}],
+        "doNotPerform": False,
+        "priority": 0,
     }
 
 
