@@ -65,11 +65,17 @@ class Firing:
     matched: Mapping[str, Fact]
 
 
-def validate_fact(fact: Fact) -> None:
-    """Refuse any fact the engine would misread (coercion, silent drops)."""
+def _encoded(fact: Fact, fid: int, sid: str) -> str:
+    """The fact as one JSON object for ``assert_facts``, refusing anything the engine would
+    misread (coercion, silent drops). Validation and encoding are one pass over the fields.
+
+    Keys are schema identifiers and strings come from closed sets (or are our own uuid hex),
+    so nothing needs escaping; numbers are written in plain decimal notation.
+    """
     schema = FACT_FIELDS.get(fact.kind)
     if schema is None:
         raise EngineError(f"fact kind {fact.kind!r} is not in the fact schema")
+    parts = [f'"kind":"{fact.kind}","fid":{fid},"sid":"{sid}"']
     for name, value in fact.fields.items():
         kind = schema.get(name)
         if kind is None:
@@ -77,13 +83,24 @@ def validate_fact(fact: Fact) -> None:
         if kind == NUMBER:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise EngineError(f"fact {fact.kind}.{name} must be a finite number")
+            parts.append(f'"{name}":{_number(value)}')
         elif kind == FLAG:
             if isinstance(value, bool) or value not in (0, 1):
                 raise EngineError(f"fact {fact.kind}.{name} must be 0 or 1")
+            parts.append(f'"{name}":{int(value)}')
         elif kind == TEXT:
             allowed = TEXT_VALUES.get(name)
             if not isinstance(value, str) or (allowed is not None and value not in allowed):
                 raise EngineError(f"fact {fact.kind}.{name} has an unexpected value")
+            parts.append(f'"{name}":"{value}"')
+        else:
+            raise EngineError(f"fact schema type {kind!r} of {fact.kind}.{name} is unknown")
+    return "{" + ",".join(parts) + "}"
+
+
+def validate_fact(fact: Fact) -> None:
+    """Refuse any fact the engine would misread (coercion, silent drops)."""
+    _encoded(fact, 0, "")
 
 
 def _number(value: int | float) -> str:
@@ -92,16 +109,6 @@ def _number(value: int | float) -> str:
     shown = repr(value)
     # durable_rules cannot parse exponent notation ("1e-05") and drops the fact silently.
     return format(Decimal(shown), "f") if "e" in shown else shown
-
-
-def encode_facts(rows: list[dict[str, Any]]) -> str:
-    """JSON for ``assert_facts``. Facts are flat and validated: keys are schema identifiers and
-    strings come from closed sets (or are our own uuid hex), so none needs escaping."""
-
-    def field(key: str, value: Any) -> str:
-        return f'"{key}":"{value}"' if isinstance(value, str) else f'"{key}":{_number(value)}'
-
-    return "[" + ",".join("{" + ",".join(field(k, v) for k, v in row.items()) + "}" for row in rows) + "]"
 
 
 class RuleEngine:
@@ -137,12 +144,10 @@ class RuleEngine:
             raise EngineError("refusing to evaluate an empty fact list")
         if len(facts) > MAX_FACTS:
             raise EngineError("too many facts for one evaluation")
-        for fact in facts:
-            validate_fact(fact)
         sid = uuid.uuid4().hex
-        rows = [{**fact.fields, "kind": fact.kind, "fid": i, "sid": sid} for i, fact in enumerate(facts)]
-        rows.append({"kind": END, "fid": len(facts), "sid": sid})
-        payload = encode_facts(rows)
+        encoded = [_encoded(fact, i, sid) for i, fact in enumerate(facts)]
+        encoded.append(f'{{"kind":"{END}","fid":{len(facts)},"sid":"{sid}"}}')
+        payload = "[" + ",".join(encoded) + "]"
         raw: list[tuple[str, dict[str, Any]]] = []
         with self._lock:
             if self._closed:

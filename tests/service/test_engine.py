@@ -164,11 +164,11 @@ def test_tiny_and_huge_numbers_are_taken_in(engine: RuleEngine) -> None:
 
 
 def test_dropped_facts_are_detected(engine: RuleEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = engine_module.encode_facts
+    real = engine_module._encoded
 
-    def exponent_notation(rows: list[dict[str, Any]]) -> str:
-        return real(rows).replace('"value":40.0', '"value":4e1')  # unparseable for the engine
+    def exponent_notation(fact: Fact, fid: int, sid: str) -> str:
+        return real(fact, fid, sid).replace('"value":40.0', '"value":4e1')  # unparseable for the engine
 
-    monkeypatch.setattr(engine_module, "encode_facts", exponent_notation)
+    monkeypatch.setattr(engine_module, "_encoded", exponent_notation)
     with pytest.raises(EngineError, match="did not take in every fact"):
         engine.evaluate(facts_for(8.0))
