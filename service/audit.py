@@ -10,6 +10,7 @@ never meets a false 404.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -29,6 +30,7 @@ class AuditWriter:
         self._queue: asyncio.Queue[CardRecord] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._flushing = 0
+        self._wake = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="osteoguard-audit-writer")
@@ -37,10 +39,13 @@ class AuditWriter:
         """Queue records for writing; never blocks the caller."""
         for record in records:
             self._queue.put_nowait(record)
+        if self._queue.qsize() >= BATCH:
+            self._wake.set()  # a full batch need not wait for the gathering time
 
     async def flush(self) -> None:
         """Wait until everything queued so far is written (without the gathering delay)."""
         self._flushing += 1
+        self._wake.set()  # cut the gathering wait short
         try:
             await self._queue.join()
         finally:
@@ -56,21 +61,16 @@ class AuditWriter:
         self._task = None
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            deadline = loop.time() + GATHER_S
-            while len(batch) < BATCH:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0 or self._flushing:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            if not self._flushing and self._queue.qsize() < BATCH:
+                # Gather more records for one transaction: one timed wait per batch, not one
+                # per record (each timed queue read made a task on the hook path's loop).
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), GATHER_S)
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
                 await self._write(batch)
             finally:
