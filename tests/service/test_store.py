@@ -45,3 +45,26 @@ def test_sqlite_token_ledger_detects_replays_across_connections(tmp_path: object
     finally:
         one.close()
         two.close()
+
+
+def test_sqlite_token_ledger_keeps_ids_from_the_old_layout(tmp_path: object) -> None:
+    import asyncio
+    import sqlite3
+    from pathlib import Path
+
+    from service.tokens import SqliteTokenLedger
+
+    path = Path(str(tmp_path)) / "og.tokens.db"
+    with sqlite3.connect(path) as old:  # the side file as the previous release left it
+        old.execute(
+            "CREATE TABLE seen_tokens (iss TEXT NOT NULL, jti TEXT NOT NULL, "
+            "expires_at REAL NOT NULL, PRIMARY KEY (iss, jti))"
+        )
+        old.execute("INSERT INTO seen_tokens VALUES ('iss', 'jti-old', 1893456000.0)")
+    ledger = SqliteTokenLedger(path)
+    try:
+        expires = datetime(2030, 1, 1, tzinfo=UTC)
+        assert asyncio.run(ledger.remember("iss", "jti-old", expires)) is False
+        assert asyncio.run(ledger.remember("iss", "jti-new", expires)) is True
+    finally:
+        ledger.close()
