@@ -65,9 +65,17 @@ def fmt_number(value: float) -> str:
     """
     if not abs(value) < 1e12:
         return f"{value:.6g}"  # data errors only (plausibility bounds stop them before rules)
-    shown = Decimal(repr(value)).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
-    out = format(shown.normalize(), "f")
-    return "0" if out in ("-0", "0") else out
+    shown = repr(float(value))
+    if "e" in shown:  # below 1e-4: repr switches to exponent notation
+        exact = Decimal(shown).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
+        shown = format(exact.normalize(), "f")
+    else:
+        # Cutting the shortest decimal repr after 3 decimals is truncation toward zero,
+        # without Decimal's cost (this runs for every value a card may show).
+        whole, _, decimals = shown.partition(".")
+        decimals = decimals[:3].rstrip("0")
+        shown = f"{whole}.{decimals}" if decimals else whole
+    return "0" if shown in ("-0", "0") else shown
 
 
 def tagged_dose_lowered(order: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
@@ -139,8 +139,9 @@ def concept_display(concept: Any) -> str:
     return ""
 
 
-@dataclass(frozen=True, slots=True)
-class Quantity:
+class Quantity(NamedTuple):
+    """A numeric result (a tuple: made for every Observation read, so it must be cheap)."""
+
     value: float
     comparator: str  # one of "=", "<", "<=", ">", ">="
     unit: str  # UCUM code when given, else the human unit text

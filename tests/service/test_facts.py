@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date, timedelta
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from service.facts import FactBuilder, PatientData, fmt_number
@@ -136,6 +138,20 @@ def test_fmt_number_never_rounds_across_a_threshold() -> None:
     assert fmt_number(10.0) == "10"
     assert fmt_number(-2.5) == "-2.5"
     assert fmt_number(-0.0001) == "0"
+
+
+def test_fmt_number_truncates_as_exact_decimal_arithmetic_does() -> None:
+    # The reference: the shortest repr as an exact decimal, cut toward zero at 3 places.
+    def reference(value: float) -> str:
+        out = format(Decimal(repr(value)).quantize(Decimal("0.001"), rounding=ROUND_DOWN).normalize(), "f")
+        return "0" if out in ("-0", "0") else out
+
+    rng = random.Random(20261128)
+    values = [rng.uniform(-10, 10) for _ in range(3000)] + [rng.uniform(-1e6, 1e6) for _ in range(1000)]
+    values += [round(v, rng.randint(0, 5)) for v in values[:2000]]
+    values += [0.0, -0.0, 1e-5, -3e-5, 0.00099, 0.001, 999_999.9999, 5, -2.4996, 9.9996]
+    for value in values:
+        assert fmt_number(value) == reference(value), value
 
 
 def test_estradiol_in_ng_dl_is_converted(ruleset: RuleSet) -> None:
