@@ -244,3 +244,27 @@ def test_displayed_values_never_cross_the_threshold(registry: Registry) -> None:
     assert "9.999 pg/mL" in card.summary and "below 10 pg/mL" in card.summary
     low_mass = cards(registry, order_sign("disp-2", tscore=-2.4996))["osteopenia-monitoring"]
     assert "-2.499" in low_mass.summary
+
+
+def test_a_draft_that_is_not_valid_r4_gets_no_update_suggestions(registry: Registry) -> None:
+    request = order_sign("invalid-draft", e2=6.0)
+    draft = request["context"]["draftOrders"]["entry"][0]["resource"]
+    draft["authoredOn"] = "yesterday"  # not a FHIR dateTime; the rules never read it
+    card = cards(registry, request)["low-estradiol"]
+    assert anastrozole_actions(card) == []
+
+
+def test_each_draft_is_validated_once_per_call(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.cards as cards_module
+
+    seen: list[str] = []
+    real = cards_module.is_valid_fhir
+
+    def counting(resource: dict[str, Any]) -> bool:
+        seen.append(str(resource.get("id")))
+        return real(resource)
+
+    monkeypatch.setattr(cards_module, "is_valid_fhir", counting)
+    card = cards(registry, order_sign("once", e2=6.0))["low-estradiol"]
+    assert sorted(anastrozole_actions(card)) == ["update", "update"]  # lower the dose, and hold
+    assert seen == ["draft-ana"]
