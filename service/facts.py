@@ -98,6 +98,10 @@ def _sort_key(found: FhirDate, resource: dict[str, Any]) -> tuple[date, str, str
     return (found.day, found.stamp, rid if isinstance(rid, str) else "")
 
 
+def _pair_sort_key(pair: tuple[FhirDate, dict[str, Any]]) -> tuple[date, str, str]:
+    return _sort_key(pair[0], pair[1])
+
+
 def _ref(resource: dict[str, Any]) -> str:
     rid = resource.get("id")
     rtype = resource.get("resourceType", "Resource")
@@ -204,25 +208,30 @@ class FactBuilder:
         return self._by_list.get(code_list, [])
 
     def _index_observations(self, data: PatientData) -> dict[str, list[tuple[FhirDate, dict[str, Any]]]]:
-        # One pass over the resources for every code list (a bundle can hold hundreds).
+        # One pass over the resources for every code list (a bundle can hold hundreds), so
+        # this loop is written for speed: type() checks, no generators.
         index = _code_index(self.rs)
         allowed = self.rs.usable_status.get("Observation", frozenset())
+        today = self.today
         by_list: dict[str, list[tuple[FhirDate, dict[str, Any]]]] = {}
         for res in data.resources:
-            if res.get("resourceType") != "Observation" or text(res.get("status")) not in allowed:
+            status = res.get("status")
+            if res.get("resourceType") != "Observation" or type(status) is not str or status not in allowed:
                 continue
             lists: tuple[str, ...] = ()
             for system, code, _ in codings(res.get("code")):
-                lists += index.get((system, code), ())
+                found = index.get((system, code))
+                if found:
+                    lists += found
             if not lists or not belongs_to(res, data.patient_id):
                 continue
             when = clinical_date(res, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
-            if when is None or when.day > self.today:
+            if when is None or when.day > today:
                 continue
-            for name in set(lists):
+            for name in set(lists) if len(lists) > 1 else lists:
                 by_list.setdefault(name, []).append((when, res))
-        for found in by_list.values():
-            found.sort(key=lambda pair: _sort_key(*pair))
+        for found_list in by_list.values():
+            found_list.sort(key=_pair_sort_key)
         return by_list
 
     # ---- facts -------------------------------------------------------------------------

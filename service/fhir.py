@@ -86,15 +86,20 @@ def clinical_date(resource: dict[str, Any], *fields: str) -> FhirDate | None:
     return None
 
 
-def codings(concept: Any) -> Iterator[tuple[str, str, str]]:
-    """Yield ``(system, code, display)`` of a CodeableConcept; malformed codings are skipped."""
+def codings(concept: Any) -> list[tuple[str, str, str]]:
+    """``(system, code, display)`` of a CodeableConcept's codings; malformed codings are skipped.
+
+    A list, not a generator: it runs for every resource read, and most concepts hold one or
+    two codings.
+    """
     if not isinstance(concept, dict):
-        return
+        return []
     raw = concept.get("coding")
     if isinstance(raw, dict):  # a lone Coding where a list belongs
         raw = [raw]
-    if not isinstance(raw, list):
-        return
+    elif not isinstance(raw, list):
+        return []
+    out = []
     for coding in raw:
         if not isinstance(coding, dict):
             continue
@@ -103,11 +108,14 @@ def codings(concept: Any) -> Iterator[tuple[str, str, str]]:
             continue
         system = coding.get("system")
         display = coding.get("display")
-        yield (
-            system if isinstance(system, str) else "",
-            code,
-            display if isinstance(display, str) else "",
+        out.append(
+            (
+                system if isinstance(system, str) else "",
+                code,
+                display if isinstance(display, str) else "",
+            )
         )
+    return out
 
 
 def concept_texts(concept: Any) -> Iterator[str]:
@@ -157,7 +165,10 @@ def quantity(resource: dict[str, Any]) -> Quantity | None:
         return None
     value = raw.get("value")
     # bool is an int subclass; a JSON true is not a lab value.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    kind = type(value)
+    if kind is not float and (kind is bool or not isinstance(value, int | float)):
+        return None
+    if not math.isfinite(value):
         return None
     comparator = raw.get("comparator")
     if comparator is None:
@@ -194,7 +205,10 @@ def belongs_to(resource: dict[str, Any], patient_id: str) -> bool:
     """False only when the resource's subject/patient clearly names another patient."""
     for key in ("subject", "patient"):
         if key in resource:
-            ref = reference_id(resource.get(key), "Patient")
+            value = resource[key]
+            if type(value) is dict and value.get("reference") == "Patient/" + patient_id:
+                return True  # the common form, without splitting the reference
+            ref = reference_id(value, "Patient")
             return ref is None or ref == patient_id
     return True
 
