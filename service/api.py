@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import anyio
@@ -13,6 +12,7 @@ from fastapi.responses import Response
 
 from cds_hooks.models import to_json_dict
 from service import metrics
+from service.edge import note_access
 from service.errors import BodyTooLarge, InvalidJson, UnknownService
 from service.feedback import parse_batch, record_feedback
 from service.registry import Registry
@@ -75,19 +75,12 @@ async def discovery(request: Request) -> JsonResponse:
 
 @router.post("/cds-services/{service_id}")
 async def call_service(service_id: str, request: Request) -> JsonResponse:
-    started = time.perf_counter()
     await authenticate(request)
     payload = await read_json(request)
     response = await registry(request).call(service_id, payload)
-    # Service id, card count and rule ids only: never patient data.
-    log.info(
-        "hook answered",
-        extra={
-            "service": service_id,
-            "cards": len(response.cards),
-            "rules": [c.source.topic.code for c in response.cards if c.source.topic],
-            "ms": round((time.perf_counter() - started) * 1000, 2),
-        },
+    # Card count and rule ids only, for the access line: never patient data.
+    note_access(
+        cards=len(response.cards), rules=[c.source.topic.code for c in response.cards if c.source.topic]
     )
     return JsonResponse(to_json_dict(response))
 

@@ -33,6 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         log_config=None,
         server_header=False,
+        access_log=False,  # service.edge writes one access line per request, without raw paths
         timeout_graceful_shutdown=20,
     )
     return 0

@@ -67,9 +67,13 @@ def test_serve_answers_hooks_over_http(tmp_path: Path) -> None:
     assert any("Application shutdown complete" in line for line in lines)
     records = [json.loads(line) for line in lines if line.strip().startswith("{")]
     assert any("NOT authenticated" in r["message"] for r in records)
-    hook_logs = [r for r in records if r["message"] == "hook answered"]
-    assert hook_logs and hook_logs[0]["rules"] == ["low-estradiol"]
-    assert len(hook_logs[0]["request_id"]) == 32  # every line of a request carries its id
+    access = [r for r in records if r["logger"] == "osteoguard.access"]
+    assert [r["endpoint"] for r in access] == ["healthz", "hook"]  # one line per request
+    hook = access[1]
+    assert hook["message"] == "POST hook 200" and hook["service"] == "anastrozole-bone-order-sign"
+    assert hook["rules"] == ["low-estradiol"] and hook["cards"] == 1 and hook["ms"] > 0
+    assert len(hook["request_id"]) == 32  # every line of a request carries its id
+    assert not any(r["logger"] == "uvicorn.access" for r in records)
     assert "srv-1" not in "\n".join(lines)  # no patient identifiers in logs
 
 
