@@ -36,6 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 import durable_rules_engine as dre
+import orjson
 
 from service.errors import EngineError
 from service.factschema import FACT_FIELDS, FLAG, NUMBER, TEXT, TEXT_VALUES
@@ -70,32 +71,37 @@ def _encoded(fact: Fact, fid: int, sid: str) -> str:
     misread (coercion, silent drops). Validation and encoding are one pass over the fields.
 
     Keys are schema identifiers and strings come from closed sets (or are our own uuid hex),
-    so nothing needs escaping; numbers are written in plain decimal notation.
+    so nothing needs escaping; numbers are written in plain decimal notation. Exact type
+    checks: a bool, or any subclass of int or float, is refused rather than guessed at.
     """
     schema = FACT_FIELDS.get(fact.kind)
     if schema is None:
         raise EngineError(f"fact kind {fact.kind!r} is not in the fact schema")
-    parts = [f'"kind":"{fact.kind}","fid":{fid},"sid":"{sid}"']
+    out = f'{{"kind":"{fact.kind}","fid":{fid},"sid":"{sid}"'
     for name, value in fact.fields.items():
         kind = schema.get(name)
         if kind is None:
             raise EngineError(f"fact {fact.kind!r} has unknown field {name!r}")
+        value_type = type(value)
         if kind == NUMBER:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if value_type is int:
+                out += f',"{name}":{value}'
+            elif value_type is float and math.isfinite(value):
+                out += f',"{name}":{_float(value)}'
+            else:
                 raise EngineError(f"fact {fact.kind}.{name} must be a finite number")
-            parts.append(f'"{name}":{_number(value)}')
         elif kind == FLAG:
-            if isinstance(value, bool) or value not in (0, 1):
+            if value_type is not int or value not in (0, 1):
                 raise EngineError(f"fact {fact.kind}.{name} must be 0 or 1")
-            parts.append(f'"{name}":{int(value)}')
+            out += f',"{name}":{value}'
         elif kind == TEXT:
             allowed = TEXT_VALUES.get(name)
-            if not isinstance(value, str) or (allowed is not None and value not in allowed):
+            if value_type is not str or (allowed is not None and value not in allowed):
                 raise EngineError(f"fact {fact.kind}.{name} has an unexpected value")
-            parts.append(f'"{name}":"{value}"')
+            out += f',"{name}":"{value}"'
         else:
             raise EngineError(f"fact schema type {kind!r} of {fact.kind}.{name} is unknown")
-    return "{" + ",".join(parts) + "}"
+    return out + "}"
 
 
 def validate_fact(fact: Fact) -> None:
@@ -103,9 +109,7 @@ def validate_fact(fact: Fact) -> None:
     _encoded(fact, 0, "")
 
 
-def _number(value: int | float) -> str:
-    if isinstance(value, int):
-        return str(value)
+def _float(value: float) -> str:
     shown = repr(value)
     # durable_rules cannot parse exponent notation ("1e-05") and drops the fact silently.
     return format(Decimal(shown), "f") if "e" in shown else shown
@@ -158,7 +162,7 @@ class RuleEngine:
                     result = dre.start_action_for_state(self._handle, offset)
                     messages = result[1] if result else None
                     while messages:
-                        raw.extend(json.loads(messages).items())
+                        raw.extend(orjson.loads(messages).items())
                         messages = dre.complete_and_start_action(self._handle, offset)
                 finally:
                     dre.delete_state(self._handle, sid)
