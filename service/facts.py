@@ -132,6 +132,8 @@ class FactBuilder:
         self.today = today
         self._by_list: dict[str, list[tuple[FhirDate, dict[str, Any]]]] | None = None
         self._by_list_of: PatientData | None = None
+        self._by_type: dict[str, list[dict[str, Any]]] = {}
+        self._by_type_of: PatientData | None = None
 
     # ---- medications -------------------------------------------------------------------
     def medication_concepts(self, request: dict[str, Any], bundle: Iterable[dict[str, Any]]) -> list[Any]:
@@ -188,7 +190,7 @@ class FactBuilder:
     def _ordered(self, name: str, data: PatientData) -> int:
         codes = self.rs.orders[name]
         allowed = self.rs.usable_status.get("ServiceRequest", frozenset())
-        for res in [*data.drafts, *data.resources]:
+        for res in [*data.drafts, *self._of_type(data, "ServiceRequest")]:
             if res.get("resourceType") != "ServiceRequest" or not belongs_to(res, data.patient_id):
                 continue
             status = text(res.get("status"))
@@ -199,6 +201,17 @@ class FactBuilder:
             ):
                 return 1
         return 0
+
+    def _of_type(self, data: PatientData, resource_type: str) -> list[dict[str, Any]]:
+        """The record's resources of one type (one pass over a bundle that can hold hundreds)."""
+        if self._by_type_of is not data:
+            by_type: dict[str, list[dict[str, Any]]] = {}
+            for res in data.resources:
+                kind = res.get("resourceType")
+                if type(kind) is str:
+                    by_type.setdefault(kind, []).append(res)
+            self._by_type, self._by_type_of = by_type, data
+        return self._by_type.get(resource_type, [])
 
     def _observations(self, data: PatientData, code_list: str) -> list[tuple[FhirDate, dict[str, Any]]]:
         """Usable, dated, not-future Observations in a code list, oldest first."""
@@ -214,9 +227,9 @@ class FactBuilder:
         allowed = self.rs.usable_status.get("Observation", frozenset())
         today = self.today
         by_list: dict[str, list[tuple[FhirDate, dict[str, Any]]]] = {}
-        for res in data.resources:
+        for res in self._of_type(data, "Observation"):
             status = res.get("status")
-            if res.get("resourceType") != "Observation" or type(status) is not str or status not in allowed:
+            if type(status) is not str or status not in allowed:
                 continue
             lists: tuple[str, ...] = ()
             for system, code, _ in codings(res.get("code")):
@@ -239,11 +252,7 @@ class FactBuilder:
         gender = data.patient.get("gender") if isinstance(data.patient, dict) else None
         sex = gender if isinstance(gender, str) and gender in SEXES else "unknown"
         pool = [*data.resources, *data.drafts]
-        meds = [
-            r
-            for r in data.resources
-            if r.get("resourceType") == "MedicationRequest" and self._usable(r, data.patient_id)
-        ]
+        meds = [r for r in self._of_type(data, "MedicationRequest") if self._usable(r, data.patient_id)]
         meds += [
             r
             for r in data.drafts
@@ -317,8 +326,8 @@ class FactBuilder:
         """The most recent DXA of any kind: completed Procedure or T-score/BMD Observation."""
         found: list[tuple[FhirDate, dict[str, Any]]] = []
         codes = self.rs.procedures["dxa"]
-        for res in data.resources:
-            if res.get("resourceType") != "Procedure" or not self._usable(res, data.patient_id):
+        for res in self._of_type(data, "Procedure"):
+            if not self._usable(res, data.patient_id):
                 continue
             if concept_matches(res.get("code"), codes):
                 when = clinical_date(res, "performedDateTime", "performedPeriod")
