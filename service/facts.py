@@ -284,14 +284,19 @@ class FactBuilder:
         lowered = {k.lower(): v for k, v in divisors.items()}
         usable: list[tuple[FhirDate, dict[str, Any], float, Any]] = []
         unread: list[FhirDate] = []
+        low, high = PLAUSIBLE["lab"]
         for when, res in self._observations(data, name):
             q = quantity(res)
-            divisor = None if q is None else divisors.get(q.unit, lowered.get(q.unit.lower()))
+            divisor = None
+            if q is not None:
+                divisor = divisors.get(q.unit)
+                if divisor is None:  # the case-insensitive lookup only when the exact one fails
+                    divisor = lowered.get(q.unit.lower())
             if q is None or divisor is None:
                 unread.append(when)  # skipped as a value, never an error
                 continue
             value = round(q.value / divisor, 6)
-            if not _plausible(value, "lab"):
+            if not low <= value <= high:
                 unread.append(when)
                 continue
             usable.append((when, res, value, q))

@@ -237,22 +237,23 @@ def depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def bundle_resources(bundle: Any) -> Iterator[dict[str, Any]]:
-    """Resources of a Bundle (``type`` not required); a bare resource yields itself."""
+def bundle_resources(bundle: Any) -> list[dict[str, Any]]:
+    """Resources of a Bundle (``type`` not required); a bare resource is a list of itself."""
     if not isinstance(bundle, dict):
-        return
-    if bundle.get("resourceType") != "Bundle":
-        if isinstance(bundle.get("resourceType"), str):
-            yield bundle
-        return
+        return []
+    kind = bundle.get("resourceType")
+    if kind != "Bundle":
+        return [bundle] if isinstance(kind, str) else []
     entries = bundle.get("entry")
     if not isinstance(entries, list):
-        return
+        return []
+    out = []
     for entry in entries:
-        if isinstance(entry, dict):
+        if type(entry) is dict:
             resource = entry.get("resource")
-            if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
-                yield resource
+            if type(resource) is dict and type(resource.get("resourceType")) is str:
+                out.append(resource)
+    return out
 
 
 def text_mentions(texts: Iterable[str], terms: Iterable[str]) -> bool:

@@ -55,7 +55,7 @@ def parse_context(hook: str, context: dict[str, Any]) -> HookContext:
     draft_orders = context.get("draftOrders")
     if not isinstance(draft_orders, dict) or draft_orders.get("resourceType") != "Bundle":
         raise RequestError("context.draftOrders is required and must be a FHIR Bundle")
-    drafts = list(bundle_resources(draft_orders))
+    drafts = bundle_resources(draft_orders)
     selections: list[str] = []
     if hook == "order-select":
         raw = context.get("selections")

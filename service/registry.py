@@ -176,7 +176,7 @@ class Registry:
             # Only the medications are needed to know whether the call is about anastrozole.
             first = await data_for(("medications",))
             meds = first["medications"]
-            bundle = list(bundle_resources(meds))
+            bundle = bundle_resources(meds)
             if not any(
                 r.get("resourceType") == "MedicationRequest"
                 and r.get("status") == "active"
