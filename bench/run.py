@@ -9,6 +9,8 @@ with its defaults (log level info: one JSON access line per request, sent to /de
 - typical: order-select with full prefetch, 1 draft, 10 estradiol results, DXA T-score,
   vitamin D, a DXA two and a half years old, so one card (baseline-dexa) fires (about 5 KB);
 - large: the same with 200 estradiol Observations.
+A second reference, "floor + JWT", is the floor after PyJWT verifies each request's RS384
+token and checks its jti: what authentication alone leaves of the floor.
 Osteoguard runs with auth off, and with JWT on (RS384; every request carries its own
 pre-signed token, because a token's jti is accepted once). Closed-loop runs sweep the number
 of concurrent connections. Open-loop runs send at a fixed rate, which gives the p99 an EHR
@@ -46,6 +48,7 @@ PATH = "/cds-services/anastrozole-bone-order-select"
 CONCURRENCY = (1, 4, 16, 32)
 REQUESTS = {"typical": 3000, "large": 600}
 ISS = "https://bench-ehr.example.org"
+TARGETS = ("floor", "floor + JWT", "osteoguard auth=off", "osteoguard auth=jwt", "osteoguard auth=jwt 2w")
 
 
 def free_port() -> int:
@@ -154,8 +157,10 @@ def main() -> None:
         auth_tokens: bool,
         workers: int = 1,
         levels: tuple[int, ...] = CONCURRENCY,
+        kinds: tuple[str, ...] = tuple(REQUESTS),
     ) -> None:
-        for kind, n in REQUESTS.items():
+        for kind in kinds:
+            n = REQUESTS[kind]
             for c in levels:
                 toks = tokens(server.port, n) if auth_tokens else [None] * n
                 reqs = [raw(server.port, bodies[kind], t) for t in toks]
@@ -168,33 +173,27 @@ def main() -> None:
                     flush=True,
                 )
 
-    port = free_port()
-    floor = Server(
-        "floor",
-        [
-            PY,
-            "-m",
-            "uvicorn",
-            "bench.floor:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        dict(os.environ),
-        port,
-    )
+    def bare(app: str) -> Server:
+        port = free_port()
+        env = {
+            **os.environ,
+            "BENCH_JWK": json.dumps(public),
+            "BENCH_AUDIENCE": f"http://127.0.0.1:{port}{PATH}",
+        }
+        argv = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
+        return Server(app, argv, env, port)
+
+    floor = bare("bench.floor:app")
     try:
         sweep(floor, "floor", False)
     finally:
         floor.stop()
+    floor_jwt = bare("bench.floor:jwt_app")  # what JWT verification alone leaves of the floor
+    try:
+        sweep(floor_jwt, "floor + JWT", True, kinds=("typical",))
+    finally:
+        floor_jwt.stop()
     for auth in ("off", "jwt"):
         port = free_port()
         og = Server(
@@ -270,7 +269,9 @@ def summary(results: list[dict[str, Any]]) -> None:
     print(f"{'target':<26}{'request':<9}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'vs floor':>10}")
     for kind in REQUESTS:
         floor = best(results, "floor", kind)
-        for target in ("floor", "osteoguard auth=off", "osteoguard auth=jwt", "osteoguard auth=jwt 2w"):
+        for target in TARGETS:
+            if not any(r["target"] == target and r["kind"] == kind for r in results):
+                continue
             r = best(results, target, kind)
             print(
                 f"{target:<26}{kind:<9}{r['rps']:8.0f}{r['p50_ms']:9.2f}{r['p99_ms']:9.2f}"
@@ -288,7 +289,7 @@ def chart(results: list[dict[str, Any]]) -> None:
         print("matplotlib is not installed (pip install -e '.[bench]'): no chart")
         return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for target in ("floor", "osteoguard auth=off", "osteoguard auth=jwt"):
+    for target in ("floor", "floor + JWT", "osteoguard auth=off", "osteoguard auth=jwt"):
         rows = sorted(
             (
                 r
