@@ -78,10 +78,10 @@ async def call_service(service_id: str, request: Request) -> JsonResponse:
     await authenticate(request)
     payload = await read_json(request)
     response = await registry(request).call(service_id, payload)
-    # Card count and rule ids only, for the access line: never patient data.
-    note_access(
-        cards=len(response.cards), rules=[c.source.topic.code for c in response.cards if c.source.topic]
-    )
+    rules = [c.source.topic.code for c in response.cards if c.source.topic]
+    for card in response.cards:
+        metrics.count_card(card.source.topic.code if card.source.topic else "", card.indicator.value)
+    note_access(cards=len(response.cards), rules=rules)  # counts and rule ids: never patient data
     return JsonResponse(to_json_dict(response))
 
 

@@ -35,6 +35,7 @@ from service.settings import Settings, get_settings, patient_hash_key
 from service.snoozes import SnoozeCache
 from service.store import Store
 from service.tokens import SqliteTokenLedger, StoreTokenLedger, token_ledger
+from service.warmup import warm_up
 
 log = logging.getLogger("osteoguard")
 
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
             now,
             snoozes,
         )
+        await warm_up(Registry(ruleset, engine, lambda: now().date()))
         reloader = RuleReloader(app.state.registry, settings.rules_dir, settings.rules_reload_s)
         reloader.start()
         app.state.reloader = reloader

@@ -68,6 +68,16 @@ def _children(endpoint: str, service: str, status: str) -> tuple[Any, Any]:
     return LATENCY.labels(endpoint, service), REQUESTS.labels(endpoint, service, status)
 
 
+@functools.lru_cache(maxsize=256)
+def _card_counter(rule_id: str, indicator: str) -> Any:
+    return CARDS.labels(rule_id, indicator)
+
+
+def count_card(rule_id: str, indicator: str) -> None:
+    """Count one card returned to a client (not cards evaluated offline or at warm-up)."""
+    _card_counter(rule_id, indicator).inc()
+
+
 def observe_request(endpoint: str, service: str, status: int, seconds: float) -> None:
     """Count one answered request and its latency."""
     latency, requests = _children(endpoint, service, str(status))

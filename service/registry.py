@@ -22,7 +22,6 @@ from service.facts import FactBuilder, PatientData
 from service.fhir import belongs_to, bundle_resources, depth
 from service.fhir_client import FhirFetcher
 from service.hooks import ORDER_HOOKS, candidate_orders, parse_context
-from service.metrics import CARDS
 from service.prefetch import PREFETCH_KEYS, prefetch_templates, resolve
 from service.ruleset import RuleSet
 from service.snoozes import SnoozeCache
@@ -211,8 +210,6 @@ class Registry:
         )
         if cards and self.store is not None:
             cards = await self._record(cards, service, request, ctx.patient_id, ruleset.version)
-        for card in cards:
-            CARDS.labels(card.source.topic.code if card.source.topic else "", card.indicator.value).inc()
         return CdsResponse(cards=cards)
 
     async def _record(
