@@ -232,6 +232,8 @@ def lower_weekly_dose(order: dict[str, Any], factor: float) -> dict[str, Any] | 
         else:
             repeat["frequency"] = frequency
             new_period = period / factor
+            if not math.isfinite(new_period) or new_period > 1000:
+                return None  # a factor so small the schedule stops being one
             repeat["period"] = int(new_period) if float(new_period).is_integer() else new_period
         after = repeat["frequency"] / (repeat["period"] * _WEEKS[unit])
         instruction = f"{_dose_text(dosage)}{_timing_text(repeat)}"
@@ -298,10 +300,10 @@ class CardBuilder:
     def _valid_draft(self, draft: dict[str, Any]) -> bool:
         """Whether a draft order is valid R4, validated once per call, not once per update.
 
-        fhir.resources takes about 120 us a resource, and both transforms of one draft
-        (lower the dose, hold) asked. They only set fields to values of their FHIR types
-        (frequency, period, text, status, a meta tag); the conformance check validates every
-        suggested resource of every scenario, so a transform that broke that would fail it.
+        fhir.resources takes about 120 us a resource, and both transforms of one draft (lower
+        the dose, hold) asked. From a valid draft they only set fields to values of their FHIR
+        types (frequency, a finite period, text, status, a meta tag), so their results are
+        valid too; the conformance check validates every suggested resource of every scenario.
         """
         key = id(draft)  # the drafts outlive this builder's one call
         if key not in self._draft_valid:
@@ -414,13 +416,14 @@ class CardBuilder:
                     )
                 )
                 continue
-            if not self._valid_draft(draft):
-                return []  # the client's draft is not valid R4; never send invalid FHIR back
             if act.transform == "lower-weekly-dose":
                 updated = lower_weekly_dose(draft, float(rule.params.get("dose_factor", 0.5)))
             else:
                 updated = hold(draft)
-            if updated is None:
+            # An invalid draft may still give a valid update (hold sets a missing status, the
+            # dose change rewrites text and meta): then the result itself is checked. Never
+            # send invalid FHIR back.
+            if updated is None or not (self._valid_draft(draft) or is_valid_fhir(updated)):
                 return []
             out.append(Action(type="update", description=act.description, resource=updated))
         return out

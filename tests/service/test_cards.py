@@ -268,3 +268,31 @@ def test_each_draft_is_validated_once_per_call(registry: Registry, monkeypatch: 
     card = cards(registry, order_sign("once", e2=6.0))["low-estradiol"]
     assert sorted(anastrozole_actions(card)) == ["update", "update"]  # lower the dose, and hold
     assert seen == ["draft-ana"]
+
+
+def suggestion_labels(card: Any) -> list[str]:
+    return [s.label for s in card.suggestions]
+
+
+def test_an_invalid_draft_still_gets_the_updates_that_repair_it(registry: Registry) -> None:
+    # The public sandbox sends drafts without a status: hold sets one, so it is valid R4;
+    # the lowered dose keeps the gap, so it is not offered.
+    request = order_sign("no-status", e2=6.0)
+    del request["context"]["draftOrders"]["entry"][0]["resource"]["status"]
+    card = cards(registry, request)["low-estradiol"]
+    assert anastrozole_actions(card) == ["update"]
+    assert [a.resource["status"] for s in card.suggestions for a in s.actions] == ["on-hold"]
+
+
+def test_a_draft_with_a_malformed_meta_gets_the_dose_change_that_replaces_it(registry: Registry) -> None:
+    request = order_sign("bad-meta", e2=6.0)
+    request["context"]["draftOrders"]["entry"][0]["resource"]["meta"] = "x"
+    card = cards(registry, request)["low-estradiol"]
+    assert anastrozole_actions(card) == ["update"]
+    (action,) = [a for s in card.suggestions for a in s.actions]
+    assert action.resource["meta"]["tag"][0]["code"] == "dose-lowered"
+
+
+@pytest.mark.parametrize("factor", [5e-324, 1e-6])
+def test_a_vanishing_dose_factor_offers_no_schedule(factor: float) -> None:
+    assert lower_weekly_dose(med("d", "p", status="draft"), factor) is None
