@@ -9,12 +9,14 @@ FHIR server, so nothing is audited, fetched, logged or counted.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
 from service.errors import OsteoguardError
 from service.registry import Registry
 
+log = logging.getLogger("osteoguard.warmup")
 _RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 _PATIENT = "osteoguard-warm-up"
 
@@ -67,12 +69,17 @@ async def warm_up(registry: Registry) -> int:
     """Evaluate the synthetic request once; returns how many cards it gave (0 on any error).
 
     ``registry`` must have no store and no fetcher. A rule set whose codes differ may fire
-    nothing, which only makes the warm-up shorter.
+    nothing, which only makes the warm-up shorter. Nothing it meets stops the service from
+    starting: a rule set that fails here (say, a card text naming evidence this patient lacks)
+    fails the same way on real calls, which answer with an error; a warning names the type.
     """
     if registry.store is not None or registry.fetcher is not None:
         raise ValueError("warm up with a registry that has no store and no FHIR fetcher")
     try:
         response = await registry.call(registry.service_for_hook("order-sign").id, _request(registry))
     except OsteoguardError:
+        return 0
+    except Exception as exc:  # the type only: messages of foreign exceptions can echo data
+        log.warning("warm-up evaluation failed: %s", type(exc).__name__)
         return 0
     return len(response.cards)

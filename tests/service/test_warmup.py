@@ -46,3 +46,36 @@ def test_start_up_counts_no_cards_and_audits_nothing(tmp_path: Path) -> None:
     # Shutdown has written out the audit queue: anything the warm-up queued would be here.
     with sqlite3.connect(tmp_path / "osteoguard.db") as db:
         assert db.execute("SELECT count(*) FROM cards").fetchone() == (0,)
+
+
+def test_a_rule_set_that_fails_the_warm_up_does_not_stop_start_up(
+    ruleset: RuleSet, engine: RuleEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry(ruleset, engine)
+
+    async def broken(service_id: str, payload: object) -> None:
+        raise AttributeError("source")  # as a card text naming evidence the patient lacks
+
+    monkeypatch.setattr(registry, "call", broken)
+    assert asyncio.run(warm_up(registry)) == 0
+    assert "warm-up evaluation failed: AttributeError" in caplog.text
+
+
+def test_the_lifespan_warms_up_with_a_registry_that_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import service.main as main_module
+
+    used: list[Registry] = []
+
+    async def spy(registry: Registry) -> int:
+        used.append(registry)
+        return await warm_up(registry)
+
+    monkeypatch.setattr(main_module, "warm_up", spy)
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        assert client.get("/readyz").status_code == 200
+        served = client.app.state.registry  # type: ignore[attr-defined]
+    assert len(used) == 1 and used[0] is not served
+    assert used[0].store is None and used[0].fetcher is None and used[0].audit is None
+    assert used[0].engine is served.engine  # the compiled rules are the ones served
