@@ -39,8 +39,8 @@ class AuditWriter:
         """Queue records for writing; never blocks the caller."""
         for record in records:
             self._queue.put_nowait(record)
-        if self._queue.qsize() >= BATCH:
-            self._wake.set()  # a full batch need not wait for the gathering time
+        if self._queue.qsize() >= BATCH - 1:  # with the one the writer holds: a full batch
+            self._wake.set()  # need not wait for the gathering time
 
     async def flush(self) -> None:
         """Wait until everything queued so far is written (without the gathering delay)."""
@@ -63,7 +63,7 @@ class AuditWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            if not self._flushing and self._queue.qsize() < BATCH:
+            if not self._flushing and 1 + self._queue.qsize() < BATCH:
                 # Gather more records for one transaction: one timed wait per batch, not one
                 # per record (each timed queue read made a task on the hook path's loop).
                 self._wake.clear()
