@@ -27,7 +27,7 @@ from service.errors import (
     operation_outcome,
 )
 from service.fhir_client import FhirFetcher
-from service.metrics import RULESET
+from service.metrics import RULESET, endpoint_labels
 from service.registry import SERVICES, Registry, utc_now
 from service.reload import RuleReloader
 from service.ruleset import load_ruleset
@@ -38,6 +38,7 @@ from service.tokens import SqliteTokenLedger, StoreTokenLedger, token_ledger
 from service.warmup import warm_up
 
 log = logging.getLogger("osteoguard")
+SERVICE_IDS = frozenset(s.id for s in SERVICES)
 
 
 def new_http_client(timeout_s: float) -> httpx.AsyncClient:
@@ -146,7 +147,7 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         redoc_url=None,
     )
     app.include_router(router)
-    app.add_middleware(Edge, service_ids=frozenset(s.id for s in SERVICES))
+    app.add_middleware(Edge, service_ids=SERVICE_IDS)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
@@ -164,7 +165,12 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         log.warning(
             "request refused: %s",
             exc.reason,
-            extra={"iss": exc.iss, "jti": exc.jti, "path": request.url.path},
+            # The endpoint kind, not the raw path: a client can put anything in a path.
+            extra={
+                "iss": exc.iss,
+                "jti": exc.jti,
+                "endpoint": endpoint_labels(request.url.path, SERVICE_IDS)[0],
+            },
         )
         response = _error_response(exc)
         response.headers["WWW-Authenticate"] = "Bearer"

@@ -397,6 +397,15 @@ def test_the_token_never_reaches_the_log(client: TestClient, caplog: pytest.LogC
     assert "untrusted iss" in caplog.text and bad not in caplog.text
 
 
+def test_a_refusal_names_the_endpoint_kind_not_the_path(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client.post("/cds-services/patient-Jane-Doe-1970/feedback?mrn=123456", json={})
+    refused = [r for r in caplog.records if r.getMessage().startswith("request refused")]
+    assert [getattr(r, "endpoint", None) for r in refused] == ["feedback"]
+    assert not any("Jane" in str(vars(r)) or "123456" in str(vars(r)) for r in caplog.records)
+
+
 # ---- CORS and headers -------------------------------------------------------------------------
 def test_cors_preflight_for_a_configured_origin(tmp_path: Path, auth_settings: dict[str, Any]) -> None:
     settings = make_settings(tmp_path, cors_origins="https://ehr-ui.example.org", **auth_settings)

@@ -68,3 +68,6 @@ def test_sqlite_token_ledger_keeps_ids_from_the_old_layout(tmp_path: object) -> 
         assert asyncio.run(ledger.remember("iss", "jti-new", expires)) is True
     finally:
         ledger.close()
+    with sqlite3.connect(path) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"jti_seen"}
