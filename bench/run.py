@@ -1,7 +1,7 @@
 """Osteoguard against the floor (a bare FastAPI endpoint), in one run, on this machine.
 
     .venv/bin/pip install -e ".[bench]"     # matplotlib, for the chart
-    .venv/bin/python bench/run.py            # about 3 minutes; writes bench/results.json and bench/chart.png
+    .venv/bin/python bench/run.py            # about 2 minutes; writes bench/results.json and bench/chart.png
 
 Both servers run as uvicorn (uvloop + httptools) on 127.0.0.1, one worker each unless said
 otherwise; the load generator (bench/loadgen.py) runs in its own process. Osteoguard runs
