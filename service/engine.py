@@ -104,11 +104,6 @@ def _encoded(fact: Fact, fid: int, sid: str) -> str:
     return out + "}"
 
 
-def validate_fact(fact: Fact) -> None:
-    """Refuse any fact the engine would misread (coercion, silent drops)."""
-    _encoded(fact, 0, "")
-
-
 def _float(value: float) -> str:
     shown = repr(value)
     # durable_rules cannot parse exponent notation ("1e-05") and drops the fact silently.

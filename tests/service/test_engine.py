@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import threading
 from typing import Any
 
 import pytest
 
 from service import engine as engine_module
-from service.engine import Fact, RuleEngine, validate_fact
+from service.engine import Fact, RuleEngine
 from service.errors import EngineError
 from service.ruleset import RuleSet
 
@@ -26,6 +27,10 @@ def context(sex: str = "male", testosterone: int = 1) -> Fact:
             "on_antiresorptive": 0,
         },
     )
+
+
+class _Count(enum.IntEnum):
+    ONE = 1
 
 
 def facts_for(e2: float, sex: str = "male") -> list[Fact]:
@@ -53,16 +58,18 @@ def rule_ids(firings: list[Any]) -> list[str]:
         {"count": float("nan")},
         {"count": 1, "comparator": "~"},  # text outside its closed set
         {"count": 1, "colour": 3},  # field not in the schema
+        {"count": 1, "ordered": 1.0},  # a flag is the int 0 or 1
+        {"count": _Count.ONE},  # an int subclass: refused like a bool, not guessed at
     ],
 )
-def test_invalid_facts_are_refused(fields: dict[str, Any]) -> None:
+def test_invalid_facts_are_refused(engine: RuleEngine, fields: dict[str, Any]) -> None:
     with pytest.raises(EngineError):
-        validate_fact(Fact("estradiol", fields))
+        engine.evaluate([context("male"), Fact("estradiol", fields)])
 
 
-def test_unknown_fact_kind_is_refused() -> None:
+def test_unknown_fact_kind_is_refused(engine: RuleEngine) -> None:
     with pytest.raises(EngineError):
-        validate_fact(Fact("weight", {"count": 1}))
+        engine.evaluate([context("male"), Fact("weight", {"count": 1})])
 
 
 def test_empty_fact_list_is_refused(engine: RuleEngine) -> None:
