@@ -48,7 +48,7 @@ COPY rules ./rules
 # the runtime installs nothing.
 RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
     && pip check \
-    && python -I -c "import durable_rules_engine, service.engine" \
+    && python -I -c "import durable_rules_engine, service.engine.adapter" \
     && osteoguard rules check \
     && pip uninstall --yes pip
 

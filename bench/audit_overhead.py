@@ -22,12 +22,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.main import create_app  # noqa: E402
+from bench.requests import request  # noqa: E402
+from service.app import create_app  # noqa: E402
 from service.settings import PACKAGED_RULES_DIR, Settings  # noqa: E402
-from tests.builders import order_sign  # noqa: E402
 
 CALLS = 400
-URL = "/cds-services/anastrozole-bone-order-sign"
+URL = "/cds-services/anastrozole-bone-order-select"
 
 
 async def measure(database_url: str, with_store: bool) -> list[float]:
@@ -36,15 +36,15 @@ async def measure(database_url: str, with_store: bool) -> list[float]:
     async with app.router.lifespan_context(app):
         registry = app.state.registry
         if not with_store:
-            registry.store = None  # same pipeline, no snooze lookup and no audit
+            registry.recorder = None  # same pipeline, no snooze lookup and no audit
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+            body = request("typical")
             for i in range(CALLS + 50):
-                body = order_sign(f"bench-{i % 50}", e2=6.0, dxa_days=900)
                 start = time.perf_counter()
                 response = await http.post(URL, json=body)
                 elapsed = time.perf_counter() - start
-                assert response.status_code == 200 and len(response.json()["cards"]) == 2
+                assert response.status_code == 200 and len(response.json()["cards"]) == 1
                 if i >= 50:  # warm-up
                     times.append(elapsed)
             if registry.audit is not None:

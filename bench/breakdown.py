@@ -25,14 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.floor import app as floor_app  # noqa: E402
-from bench.run import PATH, payload  # noqa: E402
-from cds_hooks.models import CdsRequest, to_json_dict  # noqa: E402
-from service.cards import CardBuilder  # noqa: E402
-from service.facts import FactBuilder, PatientData  # noqa: E402
-from service.fhir import bundle_resources  # noqa: E402
-from service.hooks import parse_context  # noqa: E402
-from service.main import create_app  # noqa: E402
-from service.prefetch import PREFETCH_KEYS  # noqa: E402
+from bench.requests import payload  # noqa: E402
+from bench.run import PATH  # noqa: E402
+from cds_hooks.models import to_json_dict  # noqa: E402
+from service.app import create_app  # noqa: E402
+from service.pipeline.registry import Call, Registry  # noqa: E402
 from service.settings import PACKAGED_RULES_DIR, Settings  # noqa: E402
 
 ROUNDS, CALLS = 7, 1500
@@ -99,6 +96,40 @@ def asgi_call(app: Any, body: bytes) -> Callable[[], Awaitable[None]]:
     return call
 
 
+async def steps(registry: Registry, service_id: str, body: bytes) -> list[tuple[str, float]]:
+    """Each step of the service's own pipeline (service.pipeline.registry), timed alone."""
+    service = registry.look_up(service_id)
+
+    def fresh() -> Call:
+        return registry.validate(service, orjson.loads(body))
+
+    call = fresh()
+    assert await registry.about_anastrozole(call)
+    patient = await registry.gather(call)
+    facts = registry.derive_facts(call, patient)
+    firings = registry.evaluate(call, facts)
+    cards = registry.build_cards(call, facts, firings)
+    response = await registry.call(service_id, orjson.loads(body))
+
+    async def about() -> None:
+        await registry.about_anastrozole(fresh())
+
+    async def gather() -> None:
+        await registry.gather(call)
+
+    return [
+        ("  JSON parsing (orjson)", measure(lambda: orjson.loads(body))),
+        ("  validate", measure(fresh)),
+        ("  about anastrozole", await measure_async(about)),
+        ("  gather (prefetch)", await measure_async(gather)),
+        ("  facts from FHIR", measure(lambda: registry.derive_facts(fresh(), patient)) - measure(fresh)),
+        ("  the rules (durable_rules)", measure(lambda: registry.evaluate(call, facts))),
+        ("  the card", measure(lambda: registry.build_cards(call, facts, firings))),
+        ("  record (snoozes, audit queue)", measure(lambda: registry.record(call, list(cards)))),
+        ("  response serialisation", measure(lambda: orjson.dumps(to_json_dict(response)))),
+    ]
+
+
 async def main() -> None:
     body = payload("typical")
     rows: list[tuple[str, float]] = []
@@ -110,42 +141,8 @@ async def main() -> None:
             registry = app.state.registry
             rows.append(("the floor's whole app", await measure_async(asgi_call(floor_app, body))))
             rows.append(("Osteoguard's whole app, auth off", await measure_async(asgi_call(app, body))))
-            service = "anastrozole-bone-order-select"
-            rows.append(("  JSON parsing (orjson)", measure(lambda: orjson.loads(body))))
-            request = CdsRequest.model_validate(orjson.loads(body))
-            ctx = parse_context(request.hook, request.context)
-            prefetch = request.prefetch or {}
-            data = PatientData(
-                patient_id=ctx.patient_id,
-                patient=prefetch["patient"],
-                resources=[r for key in PREFETCH_KEYS[1:] for r in bundle_resources(prefetch[key])],
-                drafts=ctx.drafts,
-                hook=request.hook,
-                anastrozole_drafts=list(ctx.drafts),
-            )
-            today = registry.today()
-            facts = FactBuilder(registry.ruleset, today).build(data)
-            firings = registry.engine.evaluate(facts)
-
-            def facts_once() -> Any:  # a new builder per call, as the service makes one
-                return FactBuilder(registry.ruleset, today).build(data)
-
-            rows.append(("  facts from FHIR", measure(facts_once)))
-            rows.append(("  the rules (durable_rules)", measure(lambda: registry.engine.evaluate(facts))))
-
-            def card() -> Any:
-                return CardBuilder(registry.ruleset, today).build(
-                    firings, patient_id=ctx.patient_id, sex="male", drafts=list(ctx.drafts)
-                )
-
-            rows.append(("  the card", measure(card)))
-            response = await registry.call(service, orjson.loads(body))
-            rows.append(("  response serialisation", measure(lambda: orjson.dumps(to_json_dict(response)))))
-            with_store = await measure_async(lambda: registry.call(service, orjson.loads(body)))
-            store, registry.store = registry.store, None
-            without = await measure_async(lambda: registry.call(service, orjson.loads(body)))
-            registry.store = store
-            rows.append(("  snooze check and audit queue", with_store - without))
+            rows.extend(await steps(registry, "anastrozole-bone-order-select", body))
+            assert registry.audit is not None
             await registry.audit.flush()
     for label, micros in rows:
         print(f"{label:<36}{micros:8.1f} µs")

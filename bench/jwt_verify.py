@@ -25,9 +25,11 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.auth import KeyStore, TrustedClient, Verifier  # noqa: E402
-from service.store import Store  # noqa: E402
-from service.tokens import token_ledger  # noqa: E402
+from cds_hooks.jwt import Verifier  # noqa: E402
+from cds_hooks.keysets import KeyStore
+from cds_hooks.trust import TrustedClient
+from service.store.database import Store  # noqa: E402
+from service.store.tokens import token_ledger  # noqa: E402
 
 N = 3000
 AUD = "https://osteoguard.example.org/cds-services/anastrozole-bone-order-sign"
@@ -41,12 +43,12 @@ def jwk(key: Any, kid: str) -> dict[str, Any]:
 async def run(alg: str, key: Any, kid: str, ledger: Any = None) -> list[float]:
     client = TrustedClient("https://ehr.example.org", jwks={"keys": [jwk(key, kid)]})
 
-    async def remember(iss: str, jti: str, expires: Any) -> None:
-        if ledger is not None:
-            await ledger.remember(iss, jti, expires)
+    class NoLedger:
+        async def remember(self, iss: str, jti: str, expires: Any) -> bool:
+            return True
 
     async with httpx.AsyncClient() as http:
-        verifier = Verifier({client.iss: client}, KeyStore(http), remember)
+        verifier = Verifier({client.iss: client}, KeyStore(http), ledger or NoLedger())
         now = int(time.time())
         tokens = [
             "Bearer "

@@ -41,7 +41,7 @@ from jwt.algorithms import RSAAlgorithm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.builders import bundle, obs, order_sign  # noqa: E402
+from bench.requests import payload  # noqa: E402
 
 PY = sys.executable
 PATH = "/cds-services/anastrozole-bone-order-select"
@@ -55,15 +55,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def payload(kind: str) -> bytes:
-    req = order_sign("bench-1", e2=25.0, dxa_days=900, hook="order-select")  # fires baseline-dexa
-    n = 10 if kind == "typical" else 200
-    req["prefetch"]["estradiol"] = bundle(
-        *[obs(f"e{i}", "bench-1", "2243-4", 20 + i % 30, "pg/mL", 20 + i * 9) for i in range(n)]
-    )
-    return json.dumps(req).encode()
 
 
 def raw(port: int, body: bytes, token: str | None) -> str:

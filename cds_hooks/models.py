@@ -7,16 +7,11 @@ collections (spec: "JSON elements SHALL NOT be null or empty"), except the top-l
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class Indicator(StrEnum):
-    info = "info"
-    warning = "warning"
-    critical = "critical"
+from cds_hooks.vocabulary import SUMMARY_MAX_CHARS, ActionType, Indicator, SelectionBehavior
 
 
 class _Wire(BaseModel):
@@ -37,7 +32,7 @@ class Source(_Wire):
 
 
 class Action(_Wire):
-    type: Literal["create", "update", "delete"]
+    type: ActionType
     description: str
     resource: dict[str, Any] | None = None
     resourceId: str | None = None
@@ -59,12 +54,12 @@ class Link(_Wire):
 
 class Card(_Wire):
     uuid: str | None = None
-    summary: str = Field(max_length=139)
+    summary: str = Field(max_length=SUMMARY_MAX_CHARS)
     detail: str | None = None
     indicator: Indicator
     source: Source
     suggestions: list[Suggestion] = Field(default_factory=list)
-    selectionBehavior: Literal["at-most-one", "any"] | None = None
+    selectionBehavior: SelectionBehavior | None = None
     overrideReasons: list[Coding] = Field(default_factory=list)
     links: list[Link] = Field(default_factory=list)
 
@@ -136,7 +131,7 @@ def to_json_dict(model: BaseModel) -> dict[str, Any]:
     ``CdsResponse`` keeps its ``cards`` key even when empty (``{"cards": []}`` means
     "no guidance").
     """
-    data = _prune(model.model_dump(mode="json", exclude_none=True))
+    data: dict[str, Any] = _prune(model.model_dump(mode="json", exclude_none=True))
     if isinstance(model, CdsResponse):
         data.setdefault("cards", [])
     return data

@@ -14,7 +14,7 @@ from service.settings import get_settings
 
 if TYPE_CHECKING:
     from cds_hooks.models import CdsResponse
-    from service.registry import Registry
+    from service.pipeline.registry import Registry
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings.log_level)
     uvicorn.run(
-        "service.main:create_app",
+        "service.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -40,9 +40,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _registry(rules_dir: Path | None = None, today: date | None = None) -> Registry:
-    from service.engine import RuleEngine
-    from service.registry import Registry, utc_today
-    from service.ruleset import load_ruleset
+    from service.engine.adapter import RuleEngine
+    from service.pipeline.registry import Registry, utc_today
+    from service.ruleset.loader import load_ruleset
 
     ruleset = load_ruleset(rules_dir or get_settings().rules_dir)
     return Registry(ruleset, RuleEngine(ruleset), (lambda: today) if today else utc_today)
@@ -50,7 +50,7 @@ def _registry(rules_dir: Path | None = None, today: date | None = None) -> Regis
 
 def _evaluate(args: argparse.Namespace) -> int:
     from cds_hooks.models import to_json_dict
-    from service.errors import OsteoguardError
+    from service.errors import ServiceError
 
     try:
         payload = json.loads(Path(args.file).read_text(encoding="utf-8"))
@@ -66,7 +66,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         hook = payload.get("hook") if isinstance(payload, dict) else None
         service = registry.service_for_hook(str(hook))
         response = asyncio.run(_call_with_fhir(registry, service.id, payload))
-    except OsteoguardError as exc:
+    except ServiceError as exc:
         print(f"osteoguard evaluate: {exc.status_code}: {exc.message}", file=sys.stderr)
         return 2
     except Exception as exc:  # an internal error must still not print a traceback with patient data
@@ -78,8 +78,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 async def _call_with_fhir(registry: Registry, service_id: str, payload: object) -> CdsResponse:
     """Call the service; data missing from the file is fetched from its fhirServer, if any."""
-    from service.fhir_client import FhirFetcher
-    from service.main import new_http_client
+    from cds_hooks.fhir_client import FhirFetcher
+    from service.app import new_http_client
 
     budget = get_settings().fhir_timeout_s
     async with new_http_client(budget) as http:
@@ -92,7 +92,7 @@ def _rules_dir(args: argparse.Namespace) -> Path:
 
 
 def _rules_check(args: argparse.Namespace) -> int:
-    from service.rulecheck import check
+    from service.ruleset.check import check
 
     ruleset, problems = check(_rules_dir(args))
     for problem in problems:
@@ -107,7 +107,7 @@ def _rules_check(args: argparse.Namespace) -> int:
 
 def _rules_test(args: argparse.Namespace) -> int:
     from service.errors import RuleSetError
-    from service.scenarios import load_cases, run_case
+    from service.ruleset.scenarios import load_cases, run_case
 
     root = _rules_dir(args)
     try:
@@ -128,8 +128,19 @@ def _rules_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _rules_export_chart(args: argparse.Namespace) -> int:
+    from service.ruleset.export import export
+
+    target = Path(args.chart) / "files" / "rules"
+    changes = export(_rules_dir(args), target)
+    for change in changes:
+        print(change)
+    print(f"{target}: {'up to date' if not changes else f'{len(changes)} file(s) changed'}")
+    return 0
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from service.store import upgrade
+    from service.store.database import upgrade
 
     upgrade(get_settings().database_url)
     print("database is at the latest schema")
@@ -137,9 +148,9 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _feedback_report(args: argparse.Namespace) -> int:
-    from service.report import build_report, render_table
     from service.settings import patient_hash_key
-    from service.store import Store
+    from service.store.database import Store
+    from service.store.report import build_report, render_table
 
     settings = get_settings()
     store = Store(settings.database_url, patient_hash_key(settings))
@@ -184,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     test = rules_sub.add_parser("test", help="run the rule scenario fixtures")
     test.add_argument("dir", nargs="?")
     test.set_defaults(func=_rules_test)
+    export_chart = rules_sub.add_parser(
+        "export-chart", help="copy the rule set into the Helm chart (helm/osteoguard/files/rules)"
+    )
+    export_chart.add_argument("--chart", default="helm/osteoguard", help="the chart folder")
+    export_chart.add_argument(
+        "--dir", help="the rules folder (default: OSTEOGUARD_RULES_DIR or the packaged rules)"
+    )
+    export_chart.set_defaults(func=_rules_export_chart)
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply database migrations").set_defaults(func=_db_upgrade)

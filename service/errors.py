@@ -1,94 +1,79 @@
-"""Every error Osteoguard can answer with, and how it is rendered.
+"""Every error Osteoguard raises on purpose, in one tree, and nothing else.
 
-Exception tree::
+The protocol's errors come from :mod:`cds_hooks.errors`; the service adds its own branches.
+Exception tree (status, stable code in the OperationOutcome)::
 
-    OsteoguardError                  (500, code "internal")     root; never carries patient data
-    ├── RequestError                 (400, "invalid")            the client sent something unusable
-    │   ├── InvalidJson              (400, "invalid")            body is not JSON / not an object
-    │   ├── WrongHook                (400, "invalid")            hook does not match the service
-    │   └── BodyTooLarge             (413, "too-costly")         body over the configured limit
-    ├── UnknownService               (404, "not-found")          no service with that id
-    ├── PrefetchUnavailable          (412, "incomplete")         needed data neither prefetched nor fetchable
-    ├── EngineError                  (500, "exception")          durable_rules failed; evaluation aborted
-    └── RuleSetError                 (config, never an HTTP reply) rule files do not validate
+    ServiceError                  500  OG-500          root; never carries patient data
+    ├── RequestError              400  OG-400          the client sent something unusable
+    │   ├── InvalidJson           400  OG-400-JSON     body is not JSON, or not a JSON object
+    │   ├── WrongHook             400  OG-400-HOOK     hook does not match the service
+    │   ├── BodyTooLarge          413  OG-413          body over the configured limit
+    │   └── MethodNotAllowed      405  OG-405          the endpoint does not answer that method
+    ├── AuthError                 401  OG-401          not authenticated (reason: log only)
+    ├── UnknownService            404  OG-404          no service (or resource) at that path
+    │   └── UnknownCard           404  OG-404-CARD     feedback names a card never issued
+    ├── PrefetchUnavailable       412  OG-412          needed data neither prefetched nor fetchable
+    ├── StoreUnavailable          503  OG-503-STORE    the audit/feedback store cannot be used now
+    ├── EngineError               500  OG-500-ENGINE   durable_rules failed; evaluation abandoned
+    └── ConfigurationError        —    OG-CONFIG       bad configuration: start-up refuses, exit 2
+        ├── TrustedClientsError   —    OG-CLIENTS      the trusted-clients file is missing or broken
+        └── RuleSetError          —    OG-RULES        the rule files do not validate
 
-Foreign exceptions (pydantic, orjson, durable_rules) are translated where they are caught,
-with ``raise ... from exc``. :func:`operation_outcome` is the single renderer: every error on
-a CDS endpoint becomes a FHIR OperationOutcome whose ``details.coding`` carries a stable
-Osteoguard error code (``OG-…``), so support tickets and log searches stay stable.
+Foreign exceptions (pydantic, orjson, httpx, SQLAlchemy, durable_rules) are translated where
+they are caught, with ``raise ... from exc``. One handler (:mod:`service.http.handlers`)
+renders every error with :func:`operation_outcome`; anything else is logged by type only and
+answered as a bare ``OG-500``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from cds_hooks.errors import (
+    ERROR_CODE_SYSTEM,
+    AuthError,
+    BodyTooLarge,
+    ConfigurationError,
+    InvalidJson,
+    MethodNotAllowed,
+    PrefetchUnavailable,
+    RequestError,
+    ServiceError,
+    TrustedClientsError,
+    UnknownCard,
+    UnknownService,
+    WrongHook,
+    operation_outcome,
+)
 
-ERROR_CODE_SYSTEM = "urn:osteoguard:error"
-
-
-class OsteoguardError(Exception):
-    """Root of every error the service raises on purpose."""
-
-    status_code = 500
-    issue_code = "exception"
-    error_code = "OG-500"
-
-    def __init__(self, message: str, *, diagnostics: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.diagnostics = diagnostics
-
-
-class RequestError(OsteoguardError):
-    """The request is malformed: missing or mistyped required fields."""
-
-    status_code = 400
-    issue_code = "invalid"
-    error_code = "OG-400"
-
-
-class InvalidJson(RequestError):
-    """The body is not valid JSON, or not a JSON object."""
-
-    error_code = "OG-400-JSON"
-
-
-class WrongHook(RequestError):
-    """The request's ``hook`` is not the hook the called service answers."""
-
-    error_code = "OG-400-HOOK"
-
-
-class BodyTooLarge(RequestError):
-    """The body exceeds the configured size limit."""
-
-    status_code = 413
-    issue_code = "too-costly"
-    error_code = "OG-413"
+__all__ = [
+    "ERROR_CODE_SYSTEM",
+    "AuthError",
+    "BodyTooLarge",
+    "ConfigurationError",
+    "EngineError",
+    "InvalidJson",
+    "MethodNotAllowed",
+    "PrefetchUnavailable",
+    "RequestError",
+    "RuleSetError",
+    "ServiceError",
+    "StoreUnavailable",
+    "TrustedClientsError",
+    "UnknownCard",
+    "UnknownService",
+    "WrongHook",
+    "operation_outcome",
+]
 
 
-class UnknownService(OsteoguardError):
-    """No CDS service is registered under the requested id."""
+class StoreUnavailable(ServiceError):
+    """The database cannot be reached or refused the operation; the client may retry."""
 
-    status_code = 404
-    issue_code = "not-found"
-    error_code = "OG-404"
-
-
-class PrefetchUnavailable(OsteoguardError):
-    """Data the rules need was neither prefetched nor obtainable from ``fhirServer``."""
-
-    status_code = 412
-    issue_code = "incomplete"
-    error_code = "OG-412"
-
-    def __init__(self, keys: list[str], reason: str) -> None:
-        keys_text = ", ".join(sorted(keys))
-        super().__init__(f"Missing prefetch data for: {keys_text}. {reason}")
-        self.keys = sorted(keys)
-        self.reason = reason
+    status_code = 503
+    issue_code = "transient"
+    error_code = "OG-503-STORE"
 
 
-class EngineError(OsteoguardError):
+class EngineError(ServiceError):
     """The rule engine failed during an evaluation (the evaluation is abandoned)."""
 
     status_code = 500
@@ -96,7 +81,7 @@ class EngineError(OsteoguardError):
     error_code = "OG-500-ENGINE"
 
 
-class RuleSetError(OsteoguardError):
+class RuleSetError(ConfigurationError):
     """The rule files do not validate. ``problems`` holds ``file:line: message`` strings."""
 
     error_code = "OG-RULES"
@@ -104,20 +89,3 @@ class RuleSetError(OsteoguardError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems) if problems else "invalid rule set")
         self.problems = problems
-
-
-def operation_outcome(error: OsteoguardError) -> dict[str, Any]:
-    """Render an error as a FHIR R4 OperationOutcome (no nulls, no stack trace)."""
-    issue: dict[str, Any] = {
-        "severity": "error" if error.status_code < 500 else "fatal",
-        "code": error.issue_code,
-        "details": {
-            "coding": [{"system": ERROR_CODE_SYSTEM, "code": error.error_code}],
-            "text": error.message,
-        },
-    }
-    if error.diagnostics:
-        issue["diagnostics"] = error.diagnostics
-    if isinstance(error, PrefetchUnavailable):
-        issue["expression"] = [f"prefetch.{key}" for key in error.keys]
-    return {"resourceType": "OperationOutcome", "issue": [issue]}

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from service.requestid import REQUEST_ID
+from service.http.requestid import REQUEST_ID
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -38,7 +38,7 @@ def configure_logging(level: str = "info") -> None:
     # What the JSON lines never show is not collected either (the logging HOWTO's
     # "Optimization" section): finding the caller walks the stack for every record. An
     # access line: 12 -> 10 us.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import Any
 
 from prometheus_client import (
@@ -41,14 +42,28 @@ def render() -> tuple[bytes, str]:
     """The metrics in the Prometheus text format, and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
+_LEADING_WORDS = re.compile(r"^[A-Za-z ]*")
+
+
 def reason_label(reason: str) -> str:
-    """A bounded label for a JWT rejection reason (the first words, no values)."""
-    return reason.split(" (")[0].split(":")[0][:40]
+    """A bounded label for a JWT rejection reason: its leading words, never a value a client
+    sent (``algorithm 'HS256' is not accepted`` counts as ``algorithm``)."""
+    return _LEADING_WORDS.match(reason).group(0).strip()[:40] or "other"  # type: ignore[union-attr]
+
+
+def count_jwt_rejection(reason: str) -> None:
+    """Count one request refused by JWT verification."""
+    JWT_REJECTIONS.labels(reason_label(reason)).inc()
+
+
+def count_fhir_fetch(key: str, ok: bool) -> None:
+    """Count one FHIR-server fallback query (one prefetch key of one request)."""
+    FHIR_FETCHES.labels(key, "ok" if ok else "failed").inc()
 
 
 def endpoint_labels(path: str, service_ids: frozenset[str]) -> tuple[str, str]:

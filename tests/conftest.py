@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.engine import RuleEngine
-from service.main import create_app
-from service.registry import Registry
-from service.ruleset import RuleSet, load_ruleset
+from service.app import create_app
+from service.engine.adapter import RuleEngine
+from service.pipeline.registry import Registry
+from service.ruleset.loader import load_ruleset
+from service.ruleset.model import RuleSet
 from service.settings import PACKAGED_RULES_DIR, Settings
 
 

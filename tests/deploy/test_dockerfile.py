@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import service
 from tests.deploy.conftest import CHART_DIR, REPO
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -145,6 +146,11 @@ def test_both_stages_use_the_same_base() -> None:
         "${PYTHON_IMAGE} AS build",
         "${PYTHON_IMAGE} AS runtime",
     ]
+
+
+def test_version_label_defaults_to_the_package_version() -> None:
+    # The Dockerfile cannot import Python: its copy of the version is checked here instead.
+    assert f"ARG VERSION={service.__version__}" in TEXT
 
 
 def test_base_name_label_names_the_base() -> None:

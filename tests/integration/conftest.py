@@ -15,7 +15,7 @@ from typing import TypeVar
 import pytest
 from fastapi.testclient import TestClient
 
-from service.main import create_app
+from service.app import create_app
 from tests.conftest import make_settings
 from tests.integration import sandbox as sb
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from service.scenarios import roll_dates
+from service.ruleset.scenarios import roll_dates
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "fhir-sandbox"

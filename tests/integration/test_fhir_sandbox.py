@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.scenarios import roll_dates
+from service.ruleset.scenarios import roll_dates
 from tests.integration import sandbox as sb
 
 CASES = sb.load_cases()

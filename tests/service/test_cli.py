@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
+from service.ruleset.export import deployed_files
 from service.settings import PACKAGED_RULES_DIR, get_settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -92,3 +93,19 @@ def test_evaluate_integer_beyond_pythons_limit_is_exit_2(tmp_path: Path) -> None
     path = tmp_path / "big.json"
     path.write_text('{"hook": "order-sign", "n": ' + "9" * 5000 + "}")
     assert main(["evaluate", str(path)]) == 2
+
+
+def test_rules_export_chart_makes_an_exact_copy_and_removes_stale_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chart = tmp_path / "chart"
+    stale = chart / "files" / "rules" / "old" / "gone" / "rule.yaml"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("title: removed rule\n", encoding="utf-8")
+    assert main(["rules", "export-chart", "--chart", str(chart), "--dir", str(PACKAGED_RULES_DIR)]) == 0
+    copied = chart / "files" / "rules"
+    assert deployed_files(copied) == deployed_files(PACKAGED_RULES_DIR)
+    assert not stale.exists() and not (copied / "old").exists()
+    assert not list(copied.rglob("cases"))
+    assert main(["rules", "export-chart", "--chart", str(chart), "--dir", str(PACKAGED_RULES_DIR)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("up to date")

@@ -1,0 +1,194 @@
+"""Reading prefetch data the client did not send from the EHR's FHIR server (SPEC §2).
+
+Every missing key is queried concurrently with the same template the service declares in
+discovery, with ``Authorization: Bearer <fhirAuthorization.access_token>``. Search results
+are followed through their ``next`` links up to :data:`MAX_PAGES`; a result that cannot be had
+completely is a failure, never a partial answer. One deadline bounds all queries of a request
+(``OSTEOGUARD_FHIR_TIMEOUT_S``). Failures are reported per key with a reason that never
+contains the token or a response body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from cds_hooks.urls import is_loopback
+
+log = logging.getLogger("osteoguard.fhir")
+
+MAX_PAGES = 10
+FHIR_JSON = "application/fhir+json"
+
+
+class FetchFailed(Exception):
+    """One key could not be fetched; ``reason`` is safe to show to the client."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FhirServer:
+    """A validated ``fhirServer`` base URL and the headers to send to it."""
+
+    base: str
+    headers: dict[str, str]
+
+    def owns(self, url: str) -> bool:
+        """True when ``url`` is on this server (so the bearer token may be sent there)."""
+        return url == self.base or url.startswith(self.base + "/") or url.startswith(self.base + "?")
+
+
+def server_from_request(fhir_server: Any, fhir_authorization: Any) -> FhirServer:
+    """Validate ``fhirServer``/``fhirAuthorization``; raises FetchFailed("*", reason) when unusable.
+
+    HTTPS is required, except for a loopback address (a local test sandbox): a bearer token
+    is never sent in clear text over a network.
+    """
+    if not isinstance(fhir_server, str) or not fhir_server:
+        raise FetchFailed("*", "the request has no fhirServer to fetch them from")
+    parts = urlsplit(fhir_server)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise FetchFailed("*", "fhirServer is not an absolute http(s) URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise FetchFailed("*", "fhirServer must use https")
+    headers = {"Accept": FHIR_JSON}
+    if fhir_authorization is not None:
+        token = fhir_authorization.get("access_token") if isinstance(fhir_authorization, dict) else None
+        if not isinstance(token, str) or not token.strip():
+            raise FetchFailed("*", "fhirAuthorization has no access_token")
+        headers["Authorization"] = f"Bearer {token}"
+    return FhirServer(fhir_server.rstrip("/"), headers)
+
+
+class FhirFetcher:
+    """Fetches missing prefetch keys over one shared, pooled ``httpx.AsyncClient``."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        budget_s: float,
+        max_pages: int = MAX_PAGES,
+        on_outcome: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.budget_s = budget_s
+        self.max_pages = max_pages
+        # Told (key, succeeded) once per key and request: the service counts it in its metrics.
+        self.on_outcome = on_outcome
+
+    def deadline(self) -> float:
+        """The monotonic time by which every fetch of one request must be done."""
+        return time.monotonic() + self.budget_s
+
+    async def fetch(
+        self, server: FhirServer, queries: dict[str, str], deadline: float
+    ) -> tuple[dict[str, dict[str, Any]], list[FetchFailed]]:
+        """Fetch every query concurrently; returns the results and the failures, by key."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return {}, [FetchFailed(key, "no time left in the FHIR fetch budget") for key in queries]
+        tasks = {key: asyncio.ensure_future(self._one(server, key, path)) for key, path in queries.items()}
+        done, pending = await asyncio.wait(tasks.values(), timeout=remaining)
+        for task in pending:
+            task.cancel()
+        results: dict[str, dict[str, Any]] = {}
+        failures: list[FetchFailed] = []
+        for key, task in tasks.items():
+            ok = task not in pending and task.exception() is None
+            if self.on_outcome is not None:
+                self.on_outcome(key, ok)
+            if task in pending:
+                failures.append(FetchFailed(key, f"no answer within {self.budget_s:g} s"))
+            elif isinstance(task.exception(), FetchFailed):
+                failures.append(task.exception())  # type: ignore[arg-type]
+            elif task.exception() is not None:
+                log.error(
+                    "FHIR fetch failed unexpectedly",
+                    extra={"key": key, "error": type(task.exception()).__name__},
+                )
+                failures.append(FetchFailed(key, "the FHIR request failed"))
+            else:
+                results[key] = task.result()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return results, failures
+
+    async def _get(self, server: FhirServer, key: str, url: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            response = await self.client.get(url, headers=server.headers)
+        except httpx.TimeoutException as exc:
+            raise FetchFailed(key, "the FHIR server timed out") from exc
+        except httpx.HTTPError as exc:
+            raise FetchFailed(key, f"could not reach the FHIR server ({type(exc).__name__})") from exc
+        log.info(
+            "FHIR fetch",
+            extra={
+                "key": key,
+                "status": response.status_code,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+        if response.status_code != 200:
+            raise FetchFailed(key, f"the FHIR server answered HTTP {response.status_code}")
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise FetchFailed(key, "the FHIR server's answer is not JSON") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+            raise FetchFailed(key, "the FHIR server's answer is not a FHIR resource")
+        if body["resourceType"] == "OperationOutcome":
+            raise FetchFailed(key, "the FHIR server answered with an OperationOutcome")
+        return body
+
+    async def _one(self, server: FhirServer, key: str, path: str) -> dict[str, Any]:
+        url = f"{server.base}/{path.lstrip('/')}"
+        first = await self._get(server, key, url)
+        is_search = "?" in path
+        if not is_search:
+            expected = path.split("/", 1)[0]
+            if first["resourceType"] != expected:
+                raise FetchFailed(
+                    key, f"the FHIR server answered a {first['resourceType']}, not a {expected}"
+                )
+            return first
+        if first["resourceType"] != "Bundle":
+            raise FetchFailed(key, "the FHIR server's search answer is not a Bundle")
+        entries = list(_entries(first))
+        page, pages = first, 1
+        while (next_url := _next_link(page)) is not None:
+            if pages >= self.max_pages:
+                raise FetchFailed(key, f"more than {self.max_pages} pages of results")
+            if not server.owns(next_url):
+                raise FetchFailed(key, "a next link points away from the FHIR server")
+            page = await self._get(server, key, next_url)
+            if page["resourceType"] != "Bundle":
+                raise FetchFailed(key, "a next page is not a Bundle")
+            entries.extend(_entries(page))
+            pages += 1
+        return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+
+
+def _entries(bundle: dict[str, Any]) -> list[Any]:
+    entries = bundle.get("entry")
+    return entries if isinstance(entries, list) else []
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    links = bundle.get("link")
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return str(link["url"])
+    return None

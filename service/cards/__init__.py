@@ -1,0 +1,1 @@
+"""Building CDS cards: text templates, draft-order rewriting, and the one card builder."""

@@ -1,0 +1,1 @@
+"""The HTTP edge: routes, authentication, body reading, error rendering, per-request layer."""

@@ -1,0 +1,23 @@
+"""Authentication as a router dependency: every CDS endpoint verifies the caller's JWT first.
+
+``aud`` must be the URL of the endpoint being called: ``OSTEOGUARD_PUBLIC_URL`` plus the path
+when configured (behind an ingress the Host header differs), else the URL the request names.
+With ``OSTEOGUARD_AUTH=off`` there is no verifier and the dependency does nothing.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+
+async def authenticate(request: Request) -> None:
+    """Verify the CDS Hooks JWT when auth is on; ``aud`` must be this endpoint's URL."""
+    verifier = request.app.state.verifier
+    if verifier is None:
+        return
+    public_url = request.app.state.settings.public_url
+    if public_url:
+        audience = public_url.rstrip("/") + request.url.path
+    else:
+        audience = str(request.url.replace(query="", fragment=""))
+    await verifier.verify(request.headers.get("authorization"), audience)

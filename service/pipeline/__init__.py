@@ -1,0 +1,1 @@
+"""The hook-call pipeline as named steps, the services it answers, and its start-up warm-up."""

@@ -1,0 +1,158 @@
+"""``osteoguard rules check``: everything that can be checked about a rule set without patients.
+
+Beyond what loading validates (structure, operators, fact fields, parameters), this renders
+every card template with sample evidence (summary must stay under 140 characters), validates
+every suggestion resource template as FHIR R4, compiles the rule set in the engine, and checks
+that every rule has scenario cases that expect it and cases that forbid it.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from service.cards.drafts import is_valid_fhir
+from service.cards.text import fill_resource, render, template_values
+from service.engine.adapter import RuleEngine
+from service.errors import RuleSetError, ServiceError
+from service.ruleset.loader import alias_kind, load_ruleset
+from service.ruleset.model import MAX_SUMMARY, RuleSet
+from service.ruleset.scenarios import load_cases
+from service.ruleset.schema import Fact
+
+# Long but realistic evidence values, so templates are checked against their widest output.
+SAMPLE_EVIDENCE: dict[str, dict[str, Any]] = {
+    "context": {"sex": "male", "gender": "male"},
+    "estradiol": {
+        "count": 3,
+        "text": "<36.71 pmol/L (10.001 pg/mL)",
+        "value": "<10.001",
+        "unit": "pg/mL",
+        "date": "2026-11-28",
+        "days_ago": 1234,
+        "source": "Observation/e2-result-0001",
+        "name": "Estradiol (E2) [Moles/volume] in Serum or Plasma",
+        "censored": "yes",
+    },
+    "vitamin_d": {
+        "count": 2,
+        "text": "74.87 nmol/L (29.996 ng/mL)",
+        "value": "29.996",
+        "unit": "ng/mL",
+        "date": "2026-11-28",
+        "days_ago": 1234,
+        "source": "Observation/vitd-result-0001",
+        "name": "25-hydroxyvitamin D3 [Mass/volume]",
+        "censored": "no",
+    },
+    "dxa": {
+        "count": 2,
+        "date": "2026-11-28",
+        "days_ago": 1234,
+        "source": "Procedure/dxa-0001",
+        "name": "DXA Lumbar spine [T-score] Bone density",
+    },
+    "bone": {
+        "count": 4,
+        "tscore": "-2.55",
+        "site": "DXA Femur - left [T-score] Bone density",
+        "date": "2026-11-28",
+        "days_ago": 1234,
+        "source": "Observation/tscore-0001",
+        "frax_hip": "12.5 %",
+        "frax_major": "25.5 %",
+        "frax": (
+            "hip 12.5 % (2026-11-28, Observation/frax-1); "
+            "major osteoporotic 25.5 % (2026-11-28, Observation/frax-2)"
+        ),
+    },
+}
+
+
+def _alias_kinds(conditions: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    kinds = {}
+    for cond in conditions:
+        ((alias, expr),) = cond.items()
+        kind = alias_kind(expr)
+        if kind is not None:
+            kinds[alias] = kind
+    return kinds
+
+
+def check_templates(ruleset: RuleSet) -> list[str]:
+    problems = []
+    for rule in ruleset.rules:
+        for variant in rule.variants:
+            where = f"{rule.path}:1: variant {variant.name!r}"
+            matched = {
+                alias: Fact(kind, {}, SAMPLE_EVIDENCE[kind])
+                for alias, kind in _alias_kinds(variant.conditions).items()
+            }
+            values = template_values(rule, ruleset, matched)
+            for key, text in (("summary", variant.summary), ("detail", variant.detail)):
+                try:
+                    rendered = " ".join(render(text, values).split())
+                except (KeyError, AttributeError, ValueError, IndexError) as exc:
+                    problems.append(f"{where}: {key} template cannot be filled: {exc!r}")
+                    continue
+                if key == "summary" and len(rendered) > MAX_SUMMARY:
+                    problems.append(
+                        f"{where}: summary can reach {len(rendered)} characters (max {MAX_SUMMARY})"
+                    )
+            for suggestion in variant.suggestions:
+                for action in suggestion.actions:
+                    if action.resource is None:
+                        continue
+                    try:
+                        resource = fill_resource(
+                            action.resource,
+                            {"patient_ref": "Patient/example", "today": date.today().isoformat()},
+                        )
+                    except (KeyError, AttributeError, ValueError, IndexError) as exc:
+                        problems.append(f"{where}: suggestion {suggestion.label!r}: {exc!r}")
+                        continue
+                    if not is_valid_fhir(resource):
+                        problems.append(
+                            f"{where}: suggestion {suggestion.label!r} is not a valid FHIR R4 "
+                            f"{resource.get('resourceType')}"
+                        )
+    return problems
+
+
+def check_cases(ruleset: RuleSet) -> list[str]:
+    try:
+        cases = load_cases(ruleset.root)
+    except (ValueError, OSError) as exc:
+        return [str(exc)]
+    problems = [
+        f"{path}:1: a case file must end in .yaml (a .yml or .json file here would never run)"
+        for path in sorted(ruleset.root.glob("*/*/cases/*"))
+        if path.suffix != ".yaml"
+    ]
+    for rule in ruleset.rules:
+        mine = [c for c in cases if c.rule_id == rule.id]
+        if not any(rule.id in c.expect for c in mine):
+            problems.append(f"{rule.path}:1: no scenario case expects {rule.id} to fire")
+        if not any(rule.id in c.forbid for c in mine):
+            problems.append(f"{rule.path}:1: no scenario case forbids {rule.id} (must-not-fire)")
+    known = {r.id for r in ruleset.rules}
+    for case in cases:
+        for rule_id in (*case.expect, *case.forbid):
+            if rule_id not in known:
+                problems.append(f"{case.path}:1: names unknown rule id {rule_id!r}")
+    return problems
+
+
+def check(root: Path) -> tuple[RuleSet | None, list[str]]:
+    """All problems of the rule set at ``root`` (empty when it is good to deploy)."""
+    try:
+        ruleset = load_ruleset(root)
+    except RuleSetError as exc:
+        return None, exc.problems
+    problems = check_templates(ruleset) + check_cases(ruleset)
+    try:
+        RuleEngine(ruleset).close()
+    except ServiceError as exc:
+        problems.append(f"{root}:1: {exc.message}")
+    return ruleset, problems

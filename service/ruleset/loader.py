@@ -1,0 +1,444 @@
+"""Loading and validating the rule set: ``rules/ruleset.yaml`` plus one folder per rule.
+
+Layout::
+
+    rules/ruleset.yaml                       version, code lists, units, shared params
+    rules/<category>/<rule-id>/rule.yaml     one rule: params, variants (conditions + card text), suggestions
+    rules/<category>/<rule-id>/cases/*.yaml  its scenario fixtures
+
+The rule id is the folder name, never typed twice. Conditions are durable_rules JSON
+(``$and``/``$or``/``$lt``…); a string value ``$name`` is replaced by the parameter ``name``
+(rule ``params`` first, then ruleset ``params``), so a threshold is written once. Every
+problem is reported as ``file:line: message``.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cds_hooks.vocabulary import ACTION_TYPES, SELECTION_BEHAVIORS, SelectionBehavior
+from service.clinical.fhir import SYSTEM_ALIASES
+from service.errors import RuleSetError
+from service.ruleset.model import (
+    COMPARISONS,
+    DRAFT_TRANSFORMS,
+    INDICATORS,
+    RULE_ID,
+    ActionTemplate,
+    OverrideReason,
+    Rule,
+    RuleSet,
+    SuggestionTemplate,
+    Variant,
+)
+from service.ruleset.safety import advice_problems
+from service.ruleset.schema import FACT_FIELDS, TEXT_VALUES
+
+
+class _Problems:
+    """Collects ``file:line: message`` problems while a file is checked."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self._file: Path | None = None
+        self._root: yaml.Node | None = None
+
+    def start(self, path: Path, root: yaml.Node | None) -> None:
+        self._file, self._root = path, root
+
+    def add(self, where: tuple[Any, ...], message: str) -> None:
+        line = _line_of(self._root, where)
+        self.items.append(f"{self._file}:{line}: {message}")
+
+
+def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int:
+    """1-based line of the YAML node at ``path`` (or its nearest existing ancestor)."""
+    if node is None:
+        return 1
+    line = node.start_mark.line + 1
+    for step in path:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == step:
+                    child = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+            if 0 <= step < len(node.value):
+                child = node.value[step]
+        if child is None:
+            break
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
+
+def _read_yaml(path: Path, problems: _Problems) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        problems.start(path, root)
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark else 1
+        problems.items.append(f"{path}:{line}: invalid YAML: {exc.problem}")
+    except OSError as exc:
+        problems.items.append(f"{path}:1: cannot read: {exc.strerror}")
+    return None
+
+
+def _code_set(spec: Any, where: tuple[Any, ...], problems: _Problems) -> frozenset[tuple[str, str]]:
+    pairs: set[tuple[str, str]] = set()
+    if not isinstance(spec, dict):
+        problems.add(where, "expected a mapping of code system -> list of codes")
+        return frozenset()
+    for system_key, codes in spec.items():
+        if system_key == "names":
+            continue
+        system = SYSTEM_ALIASES.get(system_key)
+        if system is None:
+            problems.add((*where, system_key), f"unknown code system {system_key!r}")
+            continue
+        if not isinstance(codes, list) or not all(isinstance(c, str) and c for c in codes):
+            problems.add((*where, system_key), "codes must be a list of quoted strings")
+            continue
+        pairs.update((system, c) for c in codes)
+    return frozenset(pairs)
+
+
+def _check_expr(
+    expr: Any, kind: str | None, params: dict[str, float], where: tuple[Any, ...], problems: _Problems
+) -> Any:
+    """Validate one condition expression; returns it with ``$param`` strings substituted."""
+    if not isinstance(expr, dict) or len(expr) != 1:
+        problems.add(where, "each condition must be a mapping with exactly one key")
+        return expr
+    ((key, value),) = expr.items()
+    if key in ("$and", "$or"):
+        if not isinstance(value, list) or not value:
+            problems.add((*where, key), f"{key} needs a non-empty list")
+            return expr
+        return {key: [_check_expr(v, kind, params, (*where, key, i), problems) for i, v in enumerate(value)]}
+    if key in COMPARISONS or key in ("$ex", "$nex"):
+        if not isinstance(value, dict) or len(value) != 1:
+            problems.add((*where, key), f"{key} needs one field: value")
+            return expr
+        ((fname, operand),) = value.items()
+        _check_field(fname, kind, (*where, key), problems)
+        if key in ("$ex", "$nex"):
+            return {key: {fname: 1}}
+        operand = _resolve(operand, params, (*where, key, fname), problems)
+        return {key: {fname: operand}}
+    if key.startswith("$") or key.endswith("$not"):
+        problems.add(where, f"operator {key!r} is not allowed (absence is a fact with count: 0)")
+        return expr
+    _check_field(key, kind, where, problems)
+    value = _resolve(value, params, (*where, key), problems)
+    if isinstance(value, str):
+        allowed = TEXT_VALUES.get(key)
+        if key == "kind":
+            if value not in FACT_FIELDS:
+                problems.add((*where, key), f"unknown fact kind {value!r}")
+        elif allowed is not None and value not in allowed:
+            problems.add((*where, key), f"{key} is one of {sorted(allowed)}, not {value!r}")
+    return {key: value}
+
+
+def _check_field(name: str, kind: str | None, where: tuple[Any, ...], problems: _Problems) -> None:
+    if name == "kind":
+        return
+    if kind is None:
+        problems.add(where, "each alias must first constrain its fact kind, e.g. {kind: estradiol}")
+    elif kind not in FACT_FIELDS:
+        return  # the unknown kind itself is reported where it is named
+    elif name not in FACT_FIELDS[kind]:
+        problems.add(where, f"fact kind {kind!r} has no field {name!r}")
+
+
+def _resolve(value: Any, params: dict[str, float], where: tuple[Any, ...], problems: _Problems) -> Any:
+    if isinstance(value, str) and value.startswith("$"):
+        name = value[1:]
+        if name not in params:
+            problems.add(where, f"unknown parameter {value!r}")
+            return value
+        return params[name]
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        problems.add(where, "a condition value must be a number or a short text")
+    return value
+
+
+def alias_kind(expr: Any) -> str | None:
+    """The fact kind an alias expression constrains (``{kind: x}`` at its top or in its ``$and``)."""
+    if isinstance(expr, dict):
+        if isinstance(expr.get("kind"), str):
+            return str(expr["kind"])
+        for part in expr.get("$and", []) or []:
+            if isinstance(part, dict) and isinstance(part.get("kind"), str):
+                return str(part["kind"])
+    return None
+
+
+_FORMATTER = string.Formatter()
+
+
+def template_fields(text: str) -> list[str]:
+    """Top-level names used as ``{name.attr}`` placeholders in a card text template."""
+    names = []
+    for _, field_name, _, _ in _FORMATTER.parse(text):
+        if field_name:
+            names.append(field_name.split(".")[0].split("[")[0])
+    return names
+
+
+def _parse_suggestions(
+    raw: Any, where: tuple[Any, ...], problems: _Problems
+) -> tuple[SuggestionTemplate, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.add(where, "suggestions must be a list")
+        return ()
+    out = []
+    for i, item in enumerate(raw):
+        here = (*where, i)
+        if not isinstance(item, dict) or not isinstance(item.get("label"), str):
+            problems.add(here, "a suggestion needs a label")
+            continue
+        actions = []
+        for j, act in enumerate(item.get("actions") or []):
+            there = (*here, "actions", j)
+            if not isinstance(act, dict) or act.get("type") not in ACTION_TYPES:
+                problems.add(there, f"action type must be one of {ACTION_TYPES}")
+                continue
+            if not isinstance(act.get("description"), str) or not act["description"]:
+                problems.add(there, "an action needs a description")
+                continue
+            transform = act.get("transform")
+            resource = act.get("resource")
+            if act["type"] == "create" and not isinstance(resource, dict):
+                problems.add(there, "a create action needs a resource template")
+                continue
+            if act["type"] == "update" and transform not in DRAFT_TRANSFORMS:
+                problems.add(there, f"an update action needs transform: one of {DRAFT_TRANSFORMS}")
+                continue
+            actions.append(ActionTemplate(act["type"], act["description"], resource, transform))
+        if not actions:
+            problems.add(here, "a suggestion needs at least one valid action")
+            continue
+        acts_on_draft = any(a.type in ("update", "delete") for a in actions)
+        out.append(
+            SuggestionTemplate(
+                label=item["label"],
+                actions=tuple(actions),
+                is_recommended=bool(item.get("isRecommended", False)),
+                needs_draft=acts_on_draft,
+                reduces_anastrozole=acts_on_draft,
+            )
+        )
+    return tuple(out)
+
+
+def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Rule | None:
+    data = _read_yaml(path, problems)
+    if data is None:
+        return None
+    rule_id = path.parent.name
+    if not RULE_ID.match(rule_id):
+        problems.add((), f"rule folder name {rule_id!r} is not a valid rule id (kebab-case)")
+    if not isinstance(data, dict):
+        problems.add((), "a rule file must be a mapping")
+        return None
+    for key in ("title", "when", "then"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            problems.add((key,), f"missing {key!r} (plain-language statement)")
+    indicator = data.get("indicator")
+    if indicator not in INDICATORS:
+        problems.add(("indicator",), f"indicator must be one of {INDICATORS}")
+    params = dict(shared)
+    raw_params = data.get("params") or {}
+    if not isinstance(raw_params, dict):
+        problems.add(("params",), "params must be a mapping of name -> number")
+        raw_params = {}
+    for name, value in raw_params.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.add(("params", name), f"parameter {name!r} must be a number")
+        else:
+            params[name] = value
+    rule_suggestions = _parse_suggestions(data.get("suggestions"), ("suggestions",), problems)
+    variants = []
+    raw_variants = data.get("variants")
+    if not isinstance(raw_variants, dict) or not raw_variants:
+        problems.add(("variants",), "a rule needs at least one variant")
+        raw_variants = {}
+    for vname, vdata in raw_variants.items():
+        where = ("variants", vname)
+        if not isinstance(vdata, dict):
+            problems.add(where, "a variant must be a mapping")
+            continue
+        conds = vdata.get("conditions")
+        if not isinstance(conds, list) or not conds:
+            problems.add((*where, "conditions"), "a variant needs a non-empty conditions list")
+            continue
+        compiled = []
+        aliases: set[str] = set()
+        for i, cond in enumerate(conds):
+            if not isinstance(cond, dict) or len(cond) != 1:
+                problems.add((*where, "conditions", i), "each condition is {alias: expression}")
+                continue
+            ((alias, expr),) = cond.items()
+            if "$" in alias:
+                problems.add((*where, "conditions", i), f"alias {alias!r}: $not/$ aliases are not allowed")
+                continue
+            kind = alias_kind(expr)
+            checked = _check_expr(expr, kind, params, (*where, "conditions", i, alias), problems)
+            compiled.append({alias: checked})
+            aliases.add(alias)
+        summary, detail = vdata.get("summary"), vdata.get("detail")
+        if not isinstance(summary, str) or not summary:
+            problems.add((*where, "summary"), "a variant needs a summary template")
+            summary = ""
+        if not isinstance(detail, str) or not detail:
+            problems.add((*where, "detail"), "a variant needs a detail template (Markdown)")
+            detail = ""
+        for text, key in ((summary, "summary"), (detail, "detail")):
+            try:
+                for name in template_fields(text):
+                    if name not in aliases and name not in ("params", "ruleset", "evidence"):
+                        problems.add(
+                            (*where, key), f"template uses {{{name}}}, which is not an alias of this variant"
+                        )
+            except ValueError as exc:
+                problems.add((*where, key), f"bad template: {exc}")
+        if "suggestions" in vdata:
+            suggestions = _parse_suggestions(vdata["suggestions"], (*where, "suggestions"), problems)
+        else:
+            suggestions = rule_suggestions
+        advice = vdata.get("anastrozole_advice", False)
+        if not isinstance(advice, bool):
+            problems.add((*where, "anastrozole_advice"), "anastrozole_advice must be true or false")
+            advice = False
+        texts = [summary, detail, *(t.label for t in suggestions)]
+        for message in advice_problems(advice, texts, compiled):
+            problems.add((*where, "anastrozole_advice" if advice else "summary"), message)
+        variants.append(Variant(str(vname), tuple(compiled), summary, detail, suggestions, advice))
+    behaviour: SelectionBehavior = "at-most-one"
+    given = data.get("selectionBehavior", behaviour)
+    if given in SELECTION_BEHAVIORS:
+        behaviour = given
+    else:
+        problems.add(("selectionBehavior",), "selectionBehavior must be at-most-one or any")
+    return Rule(
+        id=rule_id,
+        category=path.parent.parent.name,
+        path=path,
+        title=str(data.get("title", "")),
+        when=str(data.get("when", "")),
+        then=str(data.get("then", "")),
+        indicator=str(indicator),
+        params=params,
+        variants=tuple(variants),
+        selection_behavior=behaviour,
+    )
+
+
+def rule_files(root: Path) -> list[Path]:
+    """Every ``<category>/<rule-id>/rule.yaml`` below ``root``, sorted."""
+    return sorted(root.glob("*/*/rule.yaml"))
+
+
+def load_ruleset(root: Path) -> RuleSet:
+    """Load and validate a rule set folder; raises RuleSetError listing every problem."""
+    problems = _Problems()
+    head_path = root / "ruleset.yaml"
+    head = _read_yaml(head_path, problems)
+    if not isinstance(head, dict):
+        if not problems.items:
+            problems.items.append(f"{head_path}:1: missing or not a mapping")
+        raise RuleSetError(problems.items)
+    for key in (
+        "name",
+        "version",
+        "source",
+        "override_reasons",
+        "usable_status",
+        "medications",
+        "observations",
+        "procedures",
+        "orders",
+        "units",
+    ):
+        if key not in head:
+            problems.add((), f"ruleset.yaml needs {key!r}")
+    if problems.items:
+        raise RuleSetError(problems.items)
+    source = head["source"] or {}
+    reasons_spec = head["override_reasons"] or {}
+    reasons = tuple(
+        OverrideReason(str(r["code"]), str(r["display"]), bool(r.get("snooze", False)))
+        for r in reasons_spec.get("reasons", [])
+        if isinstance(r, dict) and r.get("code") and r.get("display")
+    )
+    if sum(r.snooze for r in reasons) != 1:
+        problems.add(("override_reasons",), "exactly one override reason must have snooze: true")
+    medications = {}
+    for name, spec in (head["medications"] or {}).items():
+        names = spec.get("names", []) if isinstance(spec, dict) else []
+        medications[name] = (_code_set(spec, ("medications", name), problems), tuple(names))
+    for required in ("anastrozole", "testosterone", "antiresorptive"):
+        if required not in medications:
+            problems.add(("medications",), f"medications needs {required!r}")
+    observations = {n: _code_set(s, ("observations", n), problems) for n, s in head["observations"].items()}
+    procedures = {n: _code_set(s, ("procedures", n), problems) for n, s in head["procedures"].items()}
+    orders = {n: _code_set(s, ("orders", n), problems) for n, s in head["orders"].items()}
+    for group, needed in (
+        (observations, ("estradiol", "vitamin_d", "dxa_tscore", "dxa_bmd", "frax_hip", "frax_major")),
+        (procedures, ("dxa",)),
+        (orders, ("dxa", "estradiol", "vitamin_d")),
+    ):
+        for name in needed:
+            if name not in group:
+                problems.add((), f"ruleset.yaml needs the code list {name!r}")
+    units: dict[str, tuple[str, dict[str, float]]] = {}
+    for name, spec in (head["units"] or {}).items():
+        divisors = spec.get("divisors") if isinstance(spec, dict) else None
+        if not isinstance(divisors, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in divisors.values()
+        ):
+            problems.add(("units", name), "units need target and positive numeric divisors")
+            continue
+        units[name] = (str(spec.get("target", "")), {str(k): float(v) for k, v in divisors.items()})
+    shared_params = head.get("params") or {}
+    rules = []
+    for path in rule_files(root):
+        rule = _parse_rule(path, shared_params, problems)
+        if rule is not None:
+            rules.append(rule)
+    if not rules:
+        problems.items.append(f"{root}:1: no rules found (expected <category>/<rule-id>/rule.yaml)")
+    ids = [r.id for r in rules]
+    for dup in {i for i in ids if ids.count(i) > 1}:
+        problems.items.append(f"{root}:1: rule id {dup!r} is defined more than once")
+    if problems.items:
+        raise RuleSetError(problems.items)
+    return RuleSet(
+        name=str(head["name"]),
+        version=str(head["version"]),
+        root=root,
+        source_label=str(source.get("label", "Osteoguard")),
+        topic_system=str(source.get("topic_system", "urn:osteoguard:rule")),
+        override_system=str(reasons_spec.get("system", "urn:osteoguard:override-reason")),
+        override_reasons=reasons,
+        snooze_days=int(reasons_spec.get("snooze_days", 90)),
+        usable_status={k: frozenset(v) for k, v in head["usable_status"].items()},
+        medications=medications,
+        observations=observations,
+        procedures=procedures,
+        orders=orders,
+        units=units,
+        rules=tuple(rules),
+    )

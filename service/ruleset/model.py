@@ -1,0 +1,97 @@
+"""The rule set as the rest of the service sees it: immutable records, loaded once per version.
+
+Everyone imports these; only :mod:`service.ruleset.loader` builds them (from the rule files)
+and only :mod:`service.ruleset.check` and :mod:`service.ruleset.safety` judge them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cds_hooks.vocabulary import SUMMARY_MAX_CHARS, Indicator, SelectionBehavior
+
+INDICATORS = tuple(i.value for i in Indicator)
+OPERATORS = {"$and", "$or", "$lt", "$lte", "$gt", "$gte", "$neq", "$ex", "$nex"}
+COMPARISONS = {"$lt", "$lte", "$gt", "$gte", "$neq"}
+RULE_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+DRAFT_TRANSFORMS = ("lower-weekly-dose", "hold")
+MAX_SUMMARY = SUMMARY_MAX_CHARS
+
+
+@dataclass(frozen=True)
+class ActionTemplate:
+    type: str
+    description: str
+    resource: dict[str, Any] | None = None  # create: a FHIR resource template
+    transform: str | None = None  # update of the anastrozole draft: a named transform
+
+
+@dataclass(frozen=True)
+class SuggestionTemplate:
+    label: str
+    actions: tuple[ActionTemplate, ...]
+    is_recommended: bool = False
+    # Acts on the anastrozole draft order: offered only when one exists (not in patient-view).
+    needs_draft: bool = False
+    # Lowers, holds or stops anastrozole: offered only for male patients, whatever the file says.
+    reduces_anastrozole: bool = False
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    conditions: tuple[dict[str, Any], ...]  # engine-ready, params substituted
+    summary: str
+    detail: str
+    suggestions: tuple[SuggestionTemplate, ...]
+    # Declared in the rule file: the text speaks to the anastrozole dose or need (male only).
+    anastrozole_advice: bool = False
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    category: str
+    path: Path
+    title: str
+    when: str
+    then: str
+    indicator: str
+    params: dict[str, float]
+    variants: tuple[Variant, ...]
+    selection_behavior: SelectionBehavior
+
+
+@dataclass(frozen=True)
+class OverrideReason:
+    code: str
+    display: str
+    snooze: bool = False
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    name: str
+    version: str
+    root: Path
+    source_label: str
+    topic_system: str
+    override_system: str
+    override_reasons: tuple[OverrideReason, ...]
+    snooze_days: int
+    usable_status: dict[str, frozenset[str]]
+    medications: dict[str, tuple[frozenset[tuple[str, str]], tuple[str, ...]]]
+    observations: dict[str, frozenset[tuple[str, str]]]
+    procedures: dict[str, frozenset[tuple[str, str]]]
+    orders: dict[str, frozenset[tuple[str, str]]]
+    units: dict[str, tuple[str, dict[str, float]]]
+    rules: tuple[Rule, ...]
+
+    def rule(self, rule_id: str) -> Rule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)

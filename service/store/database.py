@@ -1,0 +1,398 @@
+"""The card audit and feedback store: SQLite by default, PostgreSQL in production.
+
+One schema for both (SQLAlchemy 2 Core tables, Alembic migrations in
+``service/migrations``). Patient ids are never stored: rows carry a keyed hash
+(HMAC-SHA256) of the patient id, so the same patient maps to the same key on every replica
+that shares the key, and the raw id cannot be read back.
+
+Durability: SQLite runs in WAL mode with ``synchronous=FULL``; PostgreSQL commits
+synchronously by default. A feedback batch is one transaction.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.errors import StoreUnavailable
+
+log = logging.getLogger("osteoguard.store")
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+metadata = MetaData()
+
+cards = Table(
+    "cards",
+    metadata,
+    Column("uuid", String(64), primary_key=True),
+    Column("rule_id", String(100), nullable=False, index=True),
+    Column("service_id", String(100), nullable=False),
+    Column("hook", String(50), nullable=False),
+    Column("hook_instance", String(200), nullable=False),
+    Column("ruleset_version", String(50), nullable=False),
+    Column("patient_key", String(64), nullable=False),
+    Column("suggestion_uuids", Text, nullable=False),  # JSON array
+    Column("issued_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("card_uuid", String(64), nullable=False, index=True),
+    Column("service_id", String(100), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("accepted_suggestions", Text, nullable=False),  # JSON array
+    Column("override_system", String(200)),
+    Column("override_code", String(100)),
+    Column("override_display", String(500)),
+    Column("user_comment", Text),
+    Column("outcome_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+snoozes = Table(
+    "snoozes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("patient_key", String(64), nullable=False),
+    Column("rule_id", String(100), nullable=False),
+    Column("until", DateTime(timezone=True), nullable=False),
+    Column("feedback_fingerprint", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+seen_tokens = Table(
+    "seen_tokens",
+    metadata,
+    Column("iss", String(500), primary_key=True),
+    Column("jti", String(500), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+settings_table = Table(
+    "settings",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Our URL forms to SQLAlchemy's: ``postgresql://`` uses psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class CardRecord:
+    uuid: str
+    rule_id: str
+    service_id: str
+    hook: str
+    hook_instance: str
+    ruleset_version: str
+    patient_key: str
+    suggestion_uuids: tuple[str, ...]
+    issued_at: datetime
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    fingerprint: str
+    card_uuid: str
+    service_id: str
+    outcome: str
+    accepted_suggestions: tuple[str, ...]
+    override_system: str | None
+    override_code: str | None
+    override_display: str | None
+    user_comment: str | None
+    outcome_at: datetime
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class SnoozeRecord:
+    patient_key: str
+    rule_id: str
+    until: datetime
+    feedback_fingerprint: str
+    created_at: datetime
+
+
+def upgrade(url: str) -> None:
+    """Apply every migration to the database at ``url`` (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _unavailable_on_error(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Database errors on the request path become :class:`StoreUnavailable` (a 503), never a 500."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"the store is unavailable ({type(exc).__name__})") from exc
+
+    return wrapper
+
+
+class Store:
+    """Synchronous database access; async callers run these methods in a worker thread."""
+
+    def __init__(self, url: str, patient_hash_key: bytes | None = None) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._key = patient_hash_key
+
+    def open(self) -> None:
+        """Migrate, then load (or create) the patient hash key."""
+        try:
+            try:
+                upgrade(self.url)
+            except SQLAlchemyError:
+                # Several workers may migrate at once; the loser finds the schema at head.
+                upgrade(self.url)
+            if self._key is None:
+                self._key = self._stored_key()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(
+                f"the store at {self.engine.url.render_as_string()} is unavailable"
+            ) from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _stored_key(self) -> bytes:
+        # Without OSTEOGUARD_PATIENT_HASH_KEY(_FILE), a random key is kept in the database so
+        # every replica sharing it hashes alike. Production should mount a key instead.
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(settings_table.c.value).where(settings_table.c.key == "patient_hash_key")
+            ).first()
+            if row is None:
+                self._insert_ignore(
+                    conn, settings_table, [{"key": "patient_hash_key", "value": secrets.token_hex(32)}]
+                )
+                row = conn.execute(
+                    select(settings_table.c.value).where(settings_table.c.key == "patient_hash_key")
+                ).first()
+        assert row is not None
+        return bytes.fromhex(row[0])
+
+    def patient_key(self, patient_id: str) -> str:
+        """The keyed hash that stands for a patient id in every table."""
+        assert self._key is not None, "Store.open() first"
+        return hmac.new(self._key, patient_id.encode(), hashlib.sha256).hexdigest()
+
+    def _insert_ignore(self, conn: Any, table: Table, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert rows, skipping any that collide with a unique key; returns how many were new.
+
+        Counted with RETURNING (only inserted rows come back): psycopg reports no rowcount here.
+        """
+        if not rows:
+            return 0
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        key = next(iter(table.primary_key.columns))
+        stmt = dialect.insert(table).values(list(rows)).on_conflict_do_nothing().returning(key)
+        return len(conn.execute(stmt).all())
+
+    # ---- cards -----------------------------------------------------------------------
+    def add_cards(self, records: Iterable[CardRecord]) -> None:
+        rows = [
+            {
+                "uuid": r.uuid,
+                "rule_id": r.rule_id,
+                "service_id": r.service_id,
+                "hook": r.hook,
+                "hook_instance": r.hook_instance,
+                "ruleset_version": r.ruleset_version,
+                "patient_key": r.patient_key,
+                "suggestion_uuids": json.dumps(list(r.suggestion_uuids)),
+                "issued_at": r.issued_at,
+            }
+            for r in records
+        ]
+        if not rows:
+            return
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        # executemany with one statement: compiled once and cached, whatever the batch size
+        # (a multi-row VALUES statement is new SQL for every batch size, compiled each time).
+        with self.engine.begin() as conn:
+            conn.execute(dialect.insert(cards).on_conflict_do_nothing(), rows)
+
+    @_unavailable_on_error
+    def cards_by_uuid(self, uuids: Iterable[str]) -> dict[str, CardRecord]:
+        wanted = sorted(set(uuids))
+        if not wanted:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(cards).where(cards.c.uuid.in_(wanted))).mappings().all()
+        return {
+            row["uuid"]: CardRecord(
+                uuid=row["uuid"],
+                rule_id=row["rule_id"],
+                service_id=row["service_id"],
+                hook=row["hook"],
+                hook_instance=row["hook_instance"],
+                ruleset_version=row["ruleset_version"],
+                patient_key=row["patient_key"],
+                suggestion_uuids=tuple(json.loads(row["suggestion_uuids"])),
+                issued_at=_aware(row["issued_at"]),
+            )
+            for row in rows
+        }
+
+    # ---- feedback and snoozes ----------------------------------------------------------
+    @_unavailable_on_error
+    def add_feedback(self, entries: Sequence[FeedbackRecord], snooze_rows: Sequence[SnoozeRecord]) -> int:
+        """Store a batch in one transaction; returns how many entries were new."""
+        rows = [
+            {
+                "fingerprint": e.fingerprint,
+                "card_uuid": e.card_uuid,
+                "service_id": e.service_id,
+                "outcome": e.outcome,
+                "accepted_suggestions": json.dumps(list(e.accepted_suggestions)),
+                "override_system": e.override_system,
+                "override_code": e.override_code,
+                "override_display": e.override_display,
+                "user_comment": e.user_comment,
+                "outcome_at": e.outcome_at,
+                "received_at": e.received_at,
+            }
+            for e in entries
+        ]
+        snooze_dicts = [
+            {
+                "patient_key": s.patient_key,
+                "rule_id": s.rule_id,
+                "until": s.until,
+                "feedback_fingerprint": s.feedback_fingerprint,
+                "created_at": s.created_at,
+            }
+            for s in snooze_rows
+        ]
+        with self.engine.begin() as conn:
+            new = self._insert_ignore(conn, feedback, rows)
+            self._insert_ignore(conn, snoozes, snooze_dicts)
+        return new
+
+    def active_snoozes(self, now: datetime, created_since: datetime | None = None) -> list[SnoozeRecord]:
+        """Snoozes still running at ``now`` (only those created since ``created_since``, if given)."""
+        query = select(snoozes).where(snoozes.c.until > now)
+        if created_since is not None:
+            query = query.where(snoozes.c.created_at >= created_since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            SnoozeRecord(
+                patient_key=row["patient_key"],
+                rule_id=row["rule_id"],
+                until=_aware(row["until"]),
+                feedback_fingerprint=row["feedback_fingerprint"],
+                created_at=_aware(row["created_at"]),
+            )
+            for row in rows
+        ]
+
+    # ---- JWT replay protection ---------------------------------------------------------
+    @_unavailable_on_error
+    def remember_token(self, iss: str, jti: str, expires_at: datetime) -> bool:
+        """Record a token id; False when it was seen before (a replay)."""
+        with self.engine.begin() as conn:
+            return (
+                self._insert_ignore(conn, seen_tokens, [{"iss": iss, "jti": jti, "expires_at": expires_at}])
+                == 1
+            )
+
+    def forget_expired_tokens(self, now: datetime) -> int:
+        with self.engine.begin() as conn:
+            return int(conn.execute(seen_tokens.delete().where(seen_tokens.c.expires_at < now)).rowcount or 0)
+
+    # ---- reporting and health ----------------------------------------------------------
+    @_unavailable_on_error
+    def report_rows(self, since: datetime | None) -> dict[str, Any]:
+        """Per rule: cards issued, distinct cards accepted/overridden, override reasons."""
+        issued_q = select(cards.c.rule_id, func.count()).group_by(cards.c.rule_id)
+        outcome_q = (
+            select(cards.c.rule_id, feedback.c.outcome, func.count(func.distinct(feedback.c.card_uuid)))
+            .join(feedback, feedback.c.card_uuid == cards.c.uuid)
+            .group_by(cards.c.rule_id, feedback.c.outcome)
+        )
+        reason_q = (
+            select(cards.c.rule_id, feedback.c.override_code, feedback.c.override_display, func.count())
+            .join(feedback, feedback.c.card_uuid == cards.c.uuid)
+            .where(feedback.c.outcome == "overridden")
+            .group_by(cards.c.rule_id, feedback.c.override_code, feedback.c.override_display)
+        )
+        if since is not None:
+            issued_q = issued_q.where(cards.c.issued_at >= since)
+            outcome_q = outcome_q.where(cards.c.issued_at >= since)
+            reason_q = reason_q.where(cards.c.issued_at >= since)
+        with self.engine.connect() as conn:
+            return {
+                "issued": conn.execute(issued_q).all(),
+                "outcomes": conn.execute(outcome_q).all(),
+                "reasons": conn.execute(reason_q).all(),
+            }
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash
+    cursor.execute("PRAGMA busy_timeout=5000")  # several workers share one file
+    cursor.close()

@@ -1,0 +1,272 @@
+"""FHIR-server fallback (unit level, respx): failure modes, paging, concurrency, budget, token."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from fastapi.testclient import TestClient
+
+from cds_hooks.fhir_client import FetchFailed, FhirFetcher, server_from_request
+from service.app import create_app
+from tests.builders import bundle, obs, order_sign, patient, patient_view
+from tests.conftest import make_settings
+
+BASE = "https://ehr.example.org/fhir"
+TOKEN = "s3cr3t-access-token"
+SIGN = "/cds-services/anastrozole-bone-order-sign"
+VIEW = "/cds-services/anastrozole-bone-patient-view"
+
+
+def with_fhir_server(req: dict[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
+    for key in drop:
+        req["prefetch"].pop(key)
+    req["fhirServer"] = BASE
+    req["fhirAuthorization"] = {
+        "access_token": TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "osteoguard",
+    }
+    return req
+
+
+@pytest.fixture
+def fast_client(tmp_path: Any) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(tmp_path, fhir_timeout_s=0.5))) as c:
+        yield c
+
+
+def codes(body: dict[str, Any]) -> list[str]:
+    return [c["source"]["topic"]["code"] for c in body["cards"]]
+
+
+# ---- the happy paths ----------------------------------------------------------------------
+@respx.mock
+def test_missing_keys_are_fetched_with_the_token_and_give_the_same_cards(client: TestClient) -> None:
+    full = order_sign("fc-1", e2=6.0)
+    expected = codes(client.post(SIGN, json=full).json())
+    partial = with_fhir_server(order_sign("fc-1", e2=6.0), ("estradiol", "vitaminD"))
+    e2_route = respx.get(url__regex=rf"{re.escape(BASE)}/Observation\?.*%7C2243-4").mock(
+        return_value=httpx.Response(200, json=full["prefetch"]["estradiol"])
+    )
+    vd_route = respx.get(url__regex=rf"{re.escape(BASE)}/Observation\?.*%7C62292-8").mock(
+        return_value=httpx.Response(200, json=full["prefetch"]["vitaminD"])
+    )
+    assert codes(client.post(SIGN, json=partial).json()) == expected
+    for route in (e2_route, vd_route):
+        request = route.calls.last.request
+        assert request.headers["authorization"] == f"Bearer {TOKEN}"
+        assert request.headers["accept"] == "application/fhir+json"
+    assert len(respx.calls) == 2  # keys the request already had are never queried
+
+
+@respx.mock
+def test_fallback_queries_are_the_discovery_templates_url_encoded(client: TestClient) -> None:
+    template = client.get("/cds-services").json()["services"][0]["prefetch"]["estradiol"]
+    route = respx.get(url__startswith=f"{BASE}/Observation").mock(
+        return_value=httpx.Response(200, json=bundle())
+    )
+    client.post(SIGN, json=with_fhir_server(order_sign("fc-2"), ("estradiol",)))
+    sent = route.calls.last.request.url
+    assert str(sent) == f"{BASE}/" + template.replace("{{context.patientId}}", "fc-2")
+    assert "%7C" in sent.query.decode() and "%3A%2F%2F" in sent.query.decode()  # | and :// encoded
+    assert "," in sent.query.decode()  # the OR separator stays a comma
+
+
+@respx.mock
+def test_no_prefetch_at_all_fetches_all_six_keys(client: TestClient) -> None:
+    full = order_sign("fc-3", e2=6.0)
+    expected = codes(client.post(SIGN, json=full).json())
+    respx.get(f"{BASE}/Patient/fc-3").mock(return_value=httpx.Response(200, json=full["prefetch"]["patient"]))
+    respx.get(url__startswith=f"{BASE}/MedicationRequest").mock(
+        return_value=httpx.Response(200, json=full["prefetch"]["medications"])
+    )
+    for key, code in (("estradiol", "2243-4"), ("boneDensity", "38267-1"), ("vitaminD", "62292-8")):
+        respx.get(url__regex=rf"{re.escape(BASE)}/Observation\?.*%7C{code}").mock(
+            return_value=httpx.Response(200, json=full["prefetch"][key])
+        )
+    respx.get(url__startswith=f"{BASE}/Procedure").mock(return_value=httpx.Response(200, json=bundle()))
+    req = with_fhir_server(order_sign("fc-3", e2=6.0), tuple(full["prefetch"]))
+    assert codes(client.post(SIGN, json=req).json()) == expected
+    assert len(respx.calls) == 6
+
+
+@respx.mock
+def test_next_links_are_followed_and_merged(client: TestClient) -> None:
+    page1 = bundle(obs("old", "fc-4", "2243-4", 30, "pg/mL", 300))
+    page1["link"] = [{"relation": "next", "url": f"{BASE}/Observation?page=2"}]
+    page2 = bundle(obs("new", "fc-4", "2243-4", 6, "pg/mL", 20))
+    respx.get(f"{BASE}/Observation?page=2").mock(return_value=httpx.Response(200, json=page2))
+    respx.get(url__startswith=f"{BASE}/Observation").mock(return_value=httpx.Response(200, json=page1))
+    body = client.post(SIGN, json=with_fhir_server(order_sign("fc-4"), ("estradiol",))).json()
+    assert "low-estradiol" in codes(body)  # the low value was on page 2
+
+
+@respx.mock
+def test_patient_view_fetches_only_medications_when_not_on_anastrozole(client: TestClient) -> None:
+    req = with_fhir_server(patient_view("fc-5"), ("medications", "estradiol"))
+    respx.get(url__startswith=f"{BASE}/MedicationRequest").mock(
+        return_value=httpx.Response(200, json=bundle())
+    )
+    assert client.post(VIEW, json=req).json() == {"cards": []}
+    assert len(respx.calls) == 1
+
+
+# ---- failures: 412 naming the key and the reason, never the token ----------------------------
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        (httpx.Response(401), "HTTP 401"),
+        (httpx.Response(403), "HTTP 403"),
+        (httpx.Response(404), "HTTP 404"),
+        (httpx.Response(500, text="Traceback: boom"), "HTTP 500"),
+        (httpx.Response(503), "HTTP 503"),
+        (httpx.Response(200, text="<html>login</html>"), "not JSON"),
+        (httpx.Response(200, json={"resourceType": "Patient", "id": "x"}), "not a Bundle"),
+        (httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": []}), "OperationOutcome"),
+        (httpx.Response(200, json=[1, 2]), "not a FHIR resource"),
+        (httpx.Response(302, headers={"location": "https://evil.example/steal"}), "HTTP 302"),
+    ],
+)
+@respx.mock
+def test_failed_fetch_is_412_naming_key_and_reason(
+    client: TestClient, response: httpx.Response, reason: str
+) -> None:
+    respx.get(url__startswith=f"{BASE}/Observation").mock(return_value=response)
+    result = client.post(SIGN, json=with_fhir_server(order_sign("fc-6"), ("vitaminD",)))
+    assert result.status_code == 412
+    issue = result.json()["issue"][0]
+    assert issue["expression"] == ["prefetch.vitaminD"]
+    assert reason in issue["details"]["text"]
+    assert TOKEN not in result.text and "Traceback" not in result.text and "evil" not in result.text
+
+
+@pytest.mark.parametrize(
+    "error", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("bad")]
+)
+@respx.mock
+def test_unreachable_server_is_412(client: TestClient, error: Exception) -> None:
+    respx.get(url__startswith=BASE).mock(side_effect=error)
+    result = client.post(SIGN, json=with_fhir_server(order_sign("fc-7"), ("estradiol", "boneDensity")))
+    assert result.status_code == 412
+    assert result.json()["issue"][0]["expression"] == ["prefetch.boneDensity", "prefetch.estradiol"]
+
+
+@respx.mock
+def test_too_many_pages_is_412_not_a_partial_answer(client: TestClient) -> None:
+    looping = bundle()
+    looping["link"] = [{"relation": "next", "url": f"{BASE}/Observation?page=again"}]
+    respx.get(url__startswith=f"{BASE}/Observation").mock(return_value=httpx.Response(200, json=looping))
+    result = client.post(SIGN, json=with_fhir_server(order_sign("fc-8"), ("estradiol",)))
+    assert result.status_code == 412 and "pages" in result.json()["issue"][0]["details"]["text"]
+    assert len(respx.calls) == 10
+
+
+@respx.mock
+def test_next_link_to_another_host_is_not_followed_with_the_token(client: TestClient) -> None:
+    page = bundle()
+    page["link"] = [{"relation": "next", "url": "https://elsewhere.example/fhir/Observation?page=2"}]
+    respx.get(url__startswith=f"{BASE}/Observation").mock(return_value=httpx.Response(200, json=page))
+    elsewhere = respx.get(url__startswith="https://elsewhere.example").mock(return_value=httpx.Response(200))
+    result = client.post(SIGN, json=with_fhir_server(order_sign("fc-9"), ("estradiol",)))
+    assert result.status_code == 412 and not elsewhere.called
+
+
+@pytest.mark.parametrize(
+    ("server", "auth", "reason"),
+    [
+        (None, None, "no fhirServer"),
+        ("ftp://ehr.example.org/fhir", None, "absolute http(s) URL"),
+        ("fhir/relative", None, "absolute http(s) URL"),
+        ("http://ehr.example.org/fhir", {"access_token": TOKEN}, "must use https"),
+        (BASE, {"token_type": "Bearer"}, "no access_token"),
+        (BASE, "a-string", "no access_token"),
+    ],
+)
+def test_unusable_fhir_server_or_authorization_is_412(
+    client: TestClient, server: Any, auth: Any, reason: str
+) -> None:
+    req = order_sign("fc-10")
+    del req["prefetch"]["estradiol"]
+    req["fhirServer"], req["fhirAuthorization"] = server, auth
+    result = client.post(SIGN, json=req)
+    assert result.status_code == 412 and reason in result.json()["issue"][0]["details"]["text"]
+
+
+def test_plain_http_is_allowed_only_for_loopback() -> None:
+    assert server_from_request("http://127.0.0.1:8090/fhir", None).base == "http://127.0.0.1:8090/fhir"
+    assert server_from_request("http://localhost/fhir", None).headers == {"Accept": "application/fhir+json"}
+    with pytest.raises(FetchFailed):
+        server_from_request("http://10.0.0.5/fhir", None)
+
+
+# ---- concurrency and the time budget --------------------------------------------------------
+def test_missing_keys_are_fetched_concurrently() -> None:
+    async def scenario() -> int:
+        started = 0
+        all_started = asyncio.Event()
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            nonlocal started
+            started += 1
+            if started == 3:
+                all_started.set()
+            # Each answer waits until all three requests are in flight: sequential fetching
+            # would never get past the first one and the budget would expire.
+            await asyncio.wait_for(all_started.wait(), timeout=5)
+            return httpx.Response(200, json=bundle())
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            fetcher = FhirFetcher(http, budget_s=10)
+            server = server_from_request(BASE, {"access_token": TOKEN})
+            queries = {k: f"Observation?code={k}" for k in ("a", "b", "c")}
+            results, failures = await fetcher.fetch(server, queries, fetcher.deadline())
+        assert failures == []
+        return len(results)
+
+    assert asyncio.run(scenario()) == 3
+
+
+def test_a_slow_server_cannot_hold_the_request_past_the_budget() -> None:
+    async def scenario() -> tuple[float, list[FetchFailed]]:
+        never = asyncio.Event()
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            await never.wait()  # a server that never answers
+            return httpx.Response(200, json=bundle())
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            fetcher = FhirFetcher(http, budget_s=0.3)
+            server = server_from_request(BASE, None)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            _, failures = await fetcher.fetch(server, {"estradiol": "Observation?x=1"}, fetcher.deadline())
+            return loop.time() - start, failures
+
+    elapsed, failures = asyncio.run(scenario())
+    assert elapsed < 1.0
+    assert [f.key for f in failures] == ["estradiol"] and "0.3 s" in failures[0].reason
+
+
+def test_spent_budget_fails_without_querying() -> None:
+    async def scenario() -> list[FetchFailed]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))) as http:
+            fetcher = FhirFetcher(http, budget_s=1)
+            _, failures = await fetcher.fetch(server_from_request(BASE, None), {"k": "Observation?x"}, 0.0)
+            return failures
+
+    assert "budget" in asyncio.run(scenario())[0].reason
+
+
+@respx.mock
+def test_patient_read_must_return_a_patient(client: TestClient) -> None:
+    respx.get(f"{BASE}/Patient/fc-11").mock(return_value=httpx.Response(200, json=bundle(patient("fc-11"))))
+    result = client.post(SIGN, json=with_fhir_server(order_sign("fc-11"), ("patient",)))
+    assert result.status_code == 412 and "not a Patient" in result.json()["issue"][0]["details"]["text"]

@@ -1,0 +1,101 @@
+"""`osteoguard feedback report` and `osteoguard db upgrade`, on both stores."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.cli import main
+from service.settings import get_settings
+from service.store.database import Store
+from service.store.report import build_report, render_table
+from tests.conftest import Clock, make_settings
+from tests.service.store.test_feedback import FEEDBACK, entry, issue, snooze_entry
+
+
+@pytest.fixture
+def populated(database_url: str) -> str:
+    """Three patients' cards with accepted, snoozed and declined feedback."""
+    clock = Clock(datetime(2026, 11, 20, 9, 0, tzinfo=UTC))
+    settings = make_settings(database_url=database_url, patient_hash_key="k")
+    with TestClient(create_app(settings, now=clock)) as client:
+        a = issue(client, "rep-1", e2=6.0, dxa_days=900)
+        b = issue(client, "rep-2", e2=6.0)
+        c = issue(client, "rep-3", e2=6.0)
+        declined = {
+            "reason": {
+                "system": "urn:osteoguard:override-reason",
+                "code": "patient-declined",
+                "display": "Patient declined",
+            }
+        }
+        client.post(FEEDBACK, json={"feedback": [entry(a["low-estradiol"]), entry(a["baseline-dexa"])]})
+        client.post(FEEDBACK, json={"feedback": [snooze_entry(b["low-estradiol"])]})
+        client.post(
+            FEEDBACK, json={"feedback": [entry(c["low-estradiol"], "overridden", overrideReason=declined)]}
+        )
+    return database_url
+
+
+def test_report_counts_per_rule(populated: str) -> None:
+    store = Store(populated)
+    store.open()
+    try:
+        report = {r.rule_id: r.as_json() for r in build_report(store)}
+    finally:
+        store.close()
+    assert report["low-estradiol"] == {
+        "rule_id": "low-estradiol",
+        "issued": 3,
+        "accepted": 1,
+        "overridden": 2,
+        "acceptance_rate": 0.3333,
+        "override_reasons": {"Not now": 1, "Patient declined": 1},
+    }
+    assert report["baseline-dexa"]["accepted"] == 1 and report["baseline-dexa"]["issued"] == 1
+
+
+def test_report_since_excludes_older_cards(populated: str) -> None:
+    store = Store(populated)
+    store.open()
+    try:
+        assert build_report(store, datetime(2026, 11, 21, tzinfo=UTC)) == []
+    finally:
+        store.close()
+
+
+def test_report_table_lists_every_rule(populated: str) -> None:
+    store = Store(populated)
+    store.open()
+    try:
+        table = render_table(build_report(store))
+    finally:
+        store.close()
+    lines = table.splitlines()
+    assert lines[0].split()[:5] == ["rule", "issued", "accepted", "overridden", "accept"]
+    assert any(line.startswith("low-estradiol") and "33%" in line for line in lines)
+
+
+def test_cli_report_json_and_table(
+    populated: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_DATABASE_URL", populated)
+    monkeypatch.setenv("OSTEOGUARD_PATIENT_HASH_KEY", "k")
+    get_settings.cache_clear()
+    assert main(["feedback", "report", "--json"]) == 0
+    assert {r["rule_id"] for r in json.loads(capsys.readouterr().out)} >= {"low-estradiol", "baseline-dexa"}
+    assert main(["feedback", "report", "--since", "2026-12-01"]) == 0
+    assert capsys.readouterr().out.strip() == "No cards issued in this period."
+    get_settings.cache_clear()
+
+
+def test_cli_db_upgrade_is_idempotent(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OSTEOGUARD_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    assert main(["db", "upgrade"]) == 0
+    assert main(["db", "upgrade"]) == 0
+    get_settings.cache_clear()
