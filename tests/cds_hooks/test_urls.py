@@ -12,7 +12,9 @@ def test_loopback_hosts(host: str) -> None:
     assert is_loopback(host)
 
 
-@pytest.mark.parametrize("host", ["", None, "10.0.0.1", "169.254.169.254", "localhost.example.org", "0.0.0.0"])
+@pytest.mark.parametrize(
+    "host", ["", None, "10.0.0.1", "169.254.169.254", "localhost.example.org", "0.0.0.0"]
+)
 def test_hosts_that_are_not_loopback(host: str | None) -> None:
     assert not is_loopback(host)
 
