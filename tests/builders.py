@@ -23,10 +23,12 @@ def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in resources]}
 
 
-def patient(pid: str, gender: str | None = "male") -> dict[str, Any]:
+def patient(pid: str, gender: str | None = "male", birth_date: str | None = None) -> dict[str, Any]:
     res: dict[str, Any] = {"resourceType": "Patient", "id": pid}
     if gender is not None:
         res["gender"] = gender
+    if birth_date is not None:
+        res["birthDate"] = birth_date
     return res
 
 
@@ -102,10 +104,18 @@ def order_sign(
     tscore: float | None = -0.5,
     dxa_days: int = 100,
     vitd: float | None = 42.0,
+    egfr: float | None = 80.0,
+    calcium: float | None = 9.4,
+    total_t: float | None = 550.0,
+    birth_date: str | None = "1960-05-01",
     extra_drafts: list[dict[str, Any]] | None = None,
     hook: str = "order-sign",
 ) -> dict[str, Any]:
-    """A complete order-sign (or order-select) request for an anastrozole draft order."""
+    """A complete order-sign (or order-select) request for an anastrozole draft order.
+
+    By default a 66-year-old man on testosterone with normal safety labs and a recent total
+    testosterone, so only what a test varies decides which cards fire.
+    """
     draft = med("draft-ana", pid, status="draft")
     meds = [med("trt", pid, "835840", "testosterone cypionate")] if testosterone else []
     context: dict[str, Any] = {
@@ -120,7 +130,7 @@ def order_sign(
         "hookInstance": f"hi-{pid}",
         "context": context,
         "prefetch": {
-            "patient": patient(pid, gender),
+            "patient": patient(pid, gender, birth_date),
             "medications": bundle(*meds),
             "estradiol": bundle(
                 *([obs("e2", pid, "2243-4", e2, "pg/mL", e2_days)] if e2 is not None else [])
@@ -130,6 +140,15 @@ def order_sign(
             ),
             "dexaProcedures": bundle(),
             "vitaminD": bundle(*([obs("vd", pid, "62292-8", vitd, "ng/mL", 60)] if vitd is not None else [])),
+            "boneAgents": bundle(),
+            "boneAgentStatements": bundle(),
+            "safetyLabs": bundle(
+                *([obs("egfr", pid, "98979-8", egfr, "mL/min/{1.73_m2}", 40)] if egfr is not None else []),
+                *([obs("ca", pid, "17861-6", calcium, "mg/dL", 40)] if calcium is not None else []),
+            ),
+            "testosterone": bundle(
+                *([obs("tt", pid, "2986-8", total_t, "ng/dL", 50)] if total_t is not None else [])
+            ),
         },
     }
 

@@ -13,6 +13,7 @@ Two safety invariants are enforced here, in code, whatever the rule files say:
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import date
@@ -24,6 +25,27 @@ from service.cards.drafts import hold, is_valid_fhir, lower_weekly_dose
 from service.cards.text import fill_resource, render, template_values
 from service.ruleset.model import MAX_SUMMARY, ActionTemplate, Rule, RuleSet, SuggestionTemplate, Variant
 from service.ruleset.schema import Firing
+
+log = logging.getLogger("osteoguard.cards")
+
+
+def advice_allowed(advice: str | None, sex: str, on_testosterone: bool) -> bool:
+    """SPEC §3, in code: dose advice only for a man on testosterone therapy; questioning the
+    indication only for a man; anything else for anyone."""
+    if advice == "dose":
+        return sex == "male" and on_testosterone
+    if advice == "indication":
+        return sex == "male"
+    return True
+
+
+def applies(action: ActionTemplate, firing: Firing) -> bool:
+    """Whether an action's ``only_when`` holds for the facts the rule matched."""
+    for alias, name, value in action.only_when:
+        fact = firing.matched.get(alias)
+        if fact is None or fact.fields.get(name) != value:
+            return False
+    return True
 
 
 class CardBuilder:
@@ -60,6 +82,7 @@ class CardBuilder:
         patient_id: str,
         sex: str,
         drafts: list[dict[str, Any]],
+        on_testosterone: bool = False,
     ) -> list[Card]:
         """One card per fired rule (its first firing variant, in rule-file order)."""
         cards = []
@@ -70,7 +93,13 @@ class CardBuilder:
             done.add(firing.rule_id)
             rule = self.rs.rule(firing.rule_id)
             variant = next(v for v in rule.variants if v.name == firing.variant)
-            cards.append(self._card(rule, variant, firing, patient_id, sex, drafts))
+            if not advice_allowed(variant.anastrozole_advice, sex, on_testosterone):
+                # The loader refuses such rule files; this holds whatever the files say.
+                log.error(
+                    "card withheld: anastrozole advice for a patient it does not fit", extra={"rule": rule.id}
+                )
+                continue
+            cards.append(self._card(rule, variant, firing, patient_id, sex, drafts, on_testosterone))
         # Most urgent first; rule-file order within the same urgency.
         urgency = {Indicator.critical: 0, Indicator.warning: 1, Indicator.info: 2}
         return sorted(cards, key=lambda card: urgency[card.indicator])
@@ -83,6 +112,7 @@ class CardBuilder:
         patient_id: str,
         sex: str,
         drafts: list[dict[str, Any]],
+        on_testosterone: bool,
     ) -> Card:
         summary = " ".join(render(variant.summary, template_values(rule, self.rs, firing.matched)).split())
         if len(summary) > MAX_SUMMARY:
@@ -91,11 +121,11 @@ class CardBuilder:
         detail += f"\n\n---\n_Rule `{rule.id}` ({rule.title}), rule set {self.rs.name} {self.rs.version}._"
         suggestions = []
         for template in variant.suggestions:
-            if template.reduces_anastrozole and sex != "male":
-                continue  # safety invariant: never lower/hold/stop anastrozole unless male
+            if template.reduces_anastrozole and not advice_allowed("dose", sex, on_testosterone):
+                continue  # safety invariant: anastrozole is acted on only for a man on testosterone
             if template.needs_draft and not drafts:
                 continue
-            suggestion = self._suggestion(template, rule, patient_id, drafts)
+            suggestion = self._suggestion(template, rule, firing, patient_id, drafts)
             if suggestion is not None:
                 suggestions.append(suggestion)
         indicator = Indicator(rule.indicator)
@@ -123,11 +153,15 @@ class CardBuilder:
         self,
         template: SuggestionTemplate,
         rule: Rule,
+        firing: Firing,
         patient_id: str,
         drafts: list[dict[str, Any]],
     ) -> Suggestion | None:
         actions: list[Action] = []
-        for act in template.actions:
+        wanted = [a for a in template.actions if applies(a, firing)]
+        if not wanted:
+            return None
+        for act in wanted:
             made = self._actions(act, rule, patient_id, drafts)
             if not made:
                 return None  # every action of a suggestion must be possible (AND semantics)

@@ -15,7 +15,8 @@ from typing import Any, TypeGuard
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from service.clinical.facts import ACTION_TAG_SYSTEM, DOSE_LOWERED, fmt_number
+from service.clinical.display import fmt_number
+from service.clinical.facts import ACTION_TAG_SYSTEM, DOSE_LOWERED
 
 _WEEKS = {"d": 1 / 7, "wk": 1.0, "mo": 30.4375 / 7, "a": 365.25 / 7, "h": 1 / 168}
 # Timing details the transform cannot rewrite consistently (fixed weekdays, events, ranges,

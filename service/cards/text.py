@@ -13,7 +13,7 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from service.clinical.facts import fmt_number
+from service.clinical.display import fmt_number
 from service.ruleset.model import Rule, RuleSet
 from service.ruleset.schema import Fact
 

@@ -4,6 +4,7 @@
 
     look_up ─▶ validate ─▶ about_anastrozole ─▶ gather ─▶ derive_facts ─▶ evaluate ─▶ build_cards ─▶ record
      404        400       no: {"cards": []}      412     FHIR → facts   durable_rules     cards      audit
+                                            deceased: {"cards": []}
 
 Each step is one method of :class:`Registry`; :meth:`Registry.call` runs them in that order on
 one :class:`Call`, which carries what the steps have found so far. A call reads the rule set,
@@ -27,7 +28,7 @@ from cds_hooks.models import Card, CdsRequest, CdsResponse, Discovery, Service
 from cds_hooks.prefetch import resolve
 from cds_hooks.vocabulary import ORDER_HOOKS
 from service.cards.builder import CardBuilder
-from service.clinical.facts import FactBuilder, PatientData
+from service.clinical.facts import FactBuilder, PatientData, is_deceased
 from service.engine.adapter import RuleEngine
 from service.errors import InvalidJson, RequestError, UnknownService, WrongHook
 from service.pipeline.prefetch import PREFETCH_KEYS, prefetch_templates
@@ -162,6 +163,8 @@ class Registry:
         if not await self.about_anastrozole(call):
             return CdsResponse(cards=[])
         patient = await self.gather(call)
+        if is_deceased(patient.patient):
+            return CdsResponse(cards=[])  # SPEC §3: a deceased patient gets no cards
         facts = self.derive_facts(call, patient)
         firings = self.evaluate(call, facts)
         cards = self.build_cards(call, facts, firings)
@@ -243,6 +246,7 @@ class Registry:
             patient_id=call.context.patient_id,
             sex=str(facts[0].fields["sex"]),
             drafts=call.drafts,
+            on_testosterone=bool(facts[0].fields["on_testosterone"]),
         )
 
     def record(self, call: Call, cards: list[Card]) -> list[Card]:

@@ -23,7 +23,13 @@ from service.ruleset.schema import Fact
 
 # Long but realistic evidence values, so templates are checked against their widest output.
 SAMPLE_EVIDENCE: dict[str, dict[str, Any]] = {
-    "context": {"sex": "male", "gender": "male"},
+    "context": {
+        "sex": "male",
+        "gender": "male",
+        "age": "104 years",
+        "testosterone": "MedicationRequest/testosterone-0001, MedicationStatement/testosterone-0002",
+        "trt_started": "2026-11-28",
+    },
     "estradiol": {
         "count": 3,
         "text": "<36.71 pmol/L (10.001 pg/mL)",
@@ -34,6 +40,37 @@ SAMPLE_EVIDENCE: dict[str, dict[str, Any]] = {
         "source": "Observation/e2-result-0001",
         "name": "Estradiol (E2) [Moles/volume] in Serum or Plasma",
         "censored": "yes",
+        "latest": "<36.71 pmol/L (10.001 pg/mL) on 2026-11-28 (Observation/e2-result-0001)",
+        "assay": "method not stated",
+        "newer_unread": (
+            "a newer result on 2026-11-29 (Observation/e2-result-0002) could not be read as a value"
+        ),
+    },
+    "testosterone": {
+        "count": 2,
+        "text": "17.34 nmol/L (500.085 ng/dL)",
+        "value": "500.085",
+        "unit": "ng/dL",
+        "date": "2026-11-28",
+        "days_ago": 1234,
+        "source": "Observation/testosterone-0001",
+        "name": "Testosterone [Mass/volume] in Serum or Plasma",
+        "censored": "no",
+        "latest": "17.34 nmol/L (500.085 ng/dL) on 2026-11-28 (Observation/testosterone-0001)",
+        "assay": "",
+        "newer_unread": "none",
+    },
+    "safety": {
+        "renal": "creatinine clearance 34.999 mL/min on 2026-11-28 (Observation/crcl-result-0001)",
+        "egfr": "34.999",
+        "calcium": (
+            "serum calcium 8.499 mg/dL on 2026-11-28 (Observation/calcium-0001), albumin-corrected "
+            "8.899 mg/dL (albumin 3.499 g/dL the same day), low below 8.5 mg/dL"
+        ),
+        "vitamin_d": "no 25-OH vitamin D within 365 days",
+        "unknown": "eGFR or creatinine clearance, serum calcium, 25-OH vitamin D",
+        "labs": "no eGFR or creatinine clearance within 180 days; no serum calcium within 180 days; "
+        "no 25-OH vitamin D within 365 days",
     },
     "vitamin_d": {
         "count": 2,
@@ -45,6 +82,9 @@ SAMPLE_EVIDENCE: dict[str, dict[str, Any]] = {
         "source": "Observation/vitd-result-0001",
         "name": "25-hydroxyvitamin D3 [Mass/volume]",
         "censored": "no",
+        "latest": "74.87 nmol/L (29.996 ng/mL) on 2026-11-28 (Observation/vitd-result-0001)",
+        "assay": "",
+        "newer_unread": "none",
     },
     "dxa": {
         "count": 2,
@@ -56,6 +96,11 @@ SAMPLE_EVIDENCE: dict[str, dict[str, Any]] = {
     "bone": {
         "count": 4,
         "tscore": "-2.55",
+        "zscore": "-2.05",
+        "tscore_site": "DXA Femur - left [T-score] Bone density",
+        "zscore_site": "DXA Radius and Ulna - left [Z-score] Bone density",
+        "tscore_source": "Observation/tscore-0001",
+        "zscore_source": "Observation/zscore-0001",
         "site": "DXA Femur - left [T-score] Bone density",
         "date": "2026-11-28",
         "days_ago": 1234,

@@ -35,8 +35,9 @@ from service.ruleset.model import (
     SuggestionTemplate,
     Variant,
 )
-from service.ruleset.safety import advice_problems
+from service.ruleset.safety import ADVICE, advice_problems
 from service.ruleset.schema import FACT_FIELDS, TEXT_VALUES
+from service.ruleset.terms import parse_terms, parse_units
 
 
 class _Problems:
@@ -195,6 +196,30 @@ def template_fields(text: str) -> list[str]:
     return names
 
 
+def _only_when(
+    raw: Any, where: tuple[Any, ...], problems: _Problems
+) -> tuple[tuple[str, str, float | str], ...]:
+    """``only_when: {alias: {field: value}}`` as (alias, field, value) triples."""
+    if raw is None:
+        return ()
+    out: list[tuple[str, str, float | str]] = []
+    if isinstance(raw, dict):
+        for alias, fields in raw.items():
+            if not isinstance(fields, dict) or not fields:
+                break
+            for name, value in fields.items():
+                if isinstance(value, bool) or not isinstance(value, int | float | str):
+                    break
+                out.append((str(alias), str(name), value))
+            else:
+                continue
+            break
+        else:
+            return tuple(out)
+    problems.add(where, "only_when must map an alias to {field: number or text}")
+    return ()
+
+
 def _parse_suggestions(
     raw: Any, where: tuple[Any, ...], problems: _Problems
 ) -> tuple[SuggestionTemplate, ...]:
@@ -226,7 +251,8 @@ def _parse_suggestions(
             if act["type"] == "update" and transform not in DRAFT_TRANSFORMS:
                 problems.add(there, f"an update action needs transform: one of {DRAFT_TRANSFORMS}")
                 continue
-            actions.append(ActionTemplate(act["type"], act["description"], resource, transform))
+            only_when = _only_when(act.get("only_when"), (*there, "only_when"), problems)
+            actions.append(ActionTemplate(act["type"], act["description"], resource, transform, only_when))
         if not actions:
             problems.add(here, "a suggestion needs at least one valid action")
             continue
@@ -299,6 +325,9 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
             compiled.append({alias: checked})
             aliases.add(alias)
         summary, detail = vdata.get("summary"), vdata.get("detail")
+        if isinstance(detail, list) and detail and all(isinstance(part, str) for part in detail):
+            # Parts (often YAML anchors shared by variants) make one Markdown text.
+            detail = "\n\n".join(part.strip() for part in detail)
         if not isinstance(summary, str) or not summary:
             problems.add((*where, "summary"), "a variant needs a summary template")
             summary = ""
@@ -318,13 +347,18 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
             suggestions = _parse_suggestions(vdata["suggestions"], (*where, "suggestions"), problems)
         else:
             suggestions = rule_suggestions
-        advice = vdata.get("anastrozole_advice", False)
-        if not isinstance(advice, bool):
-            problems.add((*where, "anastrozole_advice"), "anastrozole_advice must be true or false")
-            advice = False
+        advice = vdata.get("anastrozole_advice")
+        if advice is not None and advice not in ADVICE:
+            problems.add((*where, "anastrozole_advice"), f"anastrozole_advice must be one of {ADVICE}")
+            advice = None
         texts = [summary, detail, *(t.label for t in suggestions)]
         for message in advice_problems(advice, texts, compiled):
             problems.add((*where, "anastrozole_advice" if advice else "summary"), message)
+        if advice != "dose" and any(t.reduces_anastrozole for t in suggestions):
+            problems.add(
+                (*where, "suggestions"),
+                "a suggestion that acts on the anastrozole draft needs anastrozole_advice: dose",
+            )
         variants.append(Variant(str(vname), tuple(compiled), summary, detail, suggestions, advice))
     behaviour: SelectionBehavior = "at-most-one"
     given = data.get("selectionBehavior", behaviour)
@@ -344,6 +378,19 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
         variants=tuple(variants),
         selection_behavior=behaviour,
     )
+
+
+# Shared parameters the fact builder reads (windows and thresholds of the facts themselves).
+REQUIRED_PARAMS = (
+    "frax_before_dxa_days",
+    "frax_max_age_days",
+    "zoledronic_acid_current_days",
+    "denosumab_current_days",
+    "safety_lab_window_days",
+    "vitamin_d_gate_window_days",
+    "calcium_low_mg_dl",
+    "calcium_ionized_low_mmol_l",
+)
 
 
 def rule_files(root: Path) -> list[Path]:
@@ -403,16 +450,12 @@ def load_ruleset(root: Path) -> RuleSet:
         for name in needed:
             if name not in group:
                 problems.add((), f"ruleset.yaml needs the code list {name!r}")
-    units: dict[str, tuple[str, dict[str, float]]] = {}
-    for name, spec in (head["units"] or {}).items():
-        divisors = spec.get("divisors") if isinstance(spec, dict) else None
-        if not isinstance(divisors, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in divisors.values()
-        ):
-            problems.add(("units", name), "units need target and positive numeric divisors")
-            continue
-        units[name] = (str(spec.get("target", "")), {str(k): float(v) for k, v in divisors.items()})
+    units = parse_units(head["units"], problems.add)
+    terms = parse_terms(head, lambda spec, where: _code_set(spec, where, problems), problems.add)
     shared_params = head.get("params") or {}
+    for name in REQUIRED_PARAMS:
+        if not isinstance(shared_params.get(name), int | float) or isinstance(shared_params.get(name), bool):
+            problems.add(("params",), f"ruleset.yaml params needs the number {name!r}")
     rules = []
     for path in rule_files(root):
         rule = _parse_rule(path, shared_params, problems)
@@ -441,4 +484,6 @@ def load_ruleset(root: Path) -> RuleSet:
         orders=orders,
         units=units,
         rules=tuple(rules),
+        params={k: float(v) for k, v in shared_params.items() if isinstance(v, int | float)},
+        terms=terms,
     )

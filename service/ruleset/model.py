@@ -7,7 +7,7 @@ and only :mod:`service.ruleset.check` and :mod:`service.ruleset.safety` judge th
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ class ActionTemplate:
     description: str
     resource: dict[str, Any] | None = None  # create: a FHIR resource template
     transform: str | None = None  # update of the anastrozole draft: a named transform
+    # Offered only when the matched fact of each alias has these field values (for example a
+    # lab order only when that lab is unknown): ((alias, field, value), ...).
+    only_when: tuple[tuple[str, str, float | str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,9 @@ class Variant:
     summary: str
     detail: str
     suggestions: tuple[SuggestionTemplate, ...]
-    # Declared in the rule file: the text speaks to the anastrozole dose or need (male only).
-    anastrozole_advice: bool = False
+    # Declared in the rule file: the text speaks to the anastrozole "dose" (men on testosterone
+    # therapy only) or "indication" (men only); None: it does neither.
+    anastrozole_advice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,25 @@ class OverrideReason:
 
 
 @dataclass(frozen=True)
+class DxaSite:
+    name: str  # lumbar-spine, hip, femur, radius, calcaneus, unspecified
+    central: bool  # a central diagnostic site (ISCD)
+    forearm: bool = False  # read as the one-third radius unless bodySite names another region
+
+
+@dataclass(frozen=True)
+class ClinicalTerms:
+    """The clinical vocabulary beyond code lists (see rules/ruleset.yaml)."""
+
+    dxa_sites: dict[tuple[str, str], DxaSite] = field(default_factory=dict)
+    other_forearm_regions: tuple[str, ...] = ()
+    mass_spectrometry: tuple[str, ...] = ()
+    immunoassay: tuple[str, ...] = ()
+    immunoassay_codes: frozenset[tuple[str, str]] = frozenset()
+    preferred: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RuleSet:
     name: str
     version: str
@@ -89,6 +112,13 @@ class RuleSet:
     orders: dict[str, frozenset[tuple[str, str]]]
     units: dict[str, tuple[str, dict[str, float]]]
     rules: tuple[Rule, ...]
+    # Shared parameters (ruleset.yaml params): thresholds and windows the facts also use.
+    params: dict[str, float] = field(default_factory=dict)
+    terms: ClinicalTerms = field(default_factory=ClinicalTerms)
+
+    def param(self, name: str) -> float:
+        """A shared parameter; KeyError names it when the rule set lacks it."""
+        return self.params[name]
 
     def rule(self, rule_id: str) -> Rule:
         for rule in self.rules:

@@ -1,12 +1,18 @@
 """Clinical safety of rule files: advice about anastrozole stays where it is safe (SPEC §3).
 
-In breast cancer low estradiol is the goal, so no card for a woman, a patient of unknown or
-other sex may lower, hold, stop or question anastrozole. A rule file *declares* which variant
-speaks to the anastrozole dose or need (``anastrozole_advice: true``); the loader refuses that
-declaration on a variant whose conditions do not require a male patient, and refuses text
-that speaks to anastrozole in a variant that did not declare it. The lexical check is a
-backstop for a forgotten declaration, not the rule itself; the card builder enforces the same
-invariant again on every card it builds.
+In breast cancer low estradiol is the goal, and a man not on testosterone therapy may be on an
+aromatase inhibitor on purpose. A rule file *declares* which variant speaks about anastrozole
+(``anastrozole_advice``):
+
+* ``dose``: lowers, holds, stops or questions the dose. Only a variant whose conditions
+  require a male patient on testosterone therapy may declare it.
+* ``indication``: asks why anastrozole is given (a man not on testosterone therapy with a very
+  low estradiol). Only a variant that requires a male patient may declare it.
+
+The loader refuses a declaration outside those variants, and text that speaks to anastrozole
+in a variant that declared nothing. The lexical check is a backstop for a forgotten
+declaration, not the rule itself; the card builder enforces the same invariant again, on the
+facts of every call.
 """
 
 from __future__ import annotations
@@ -36,29 +42,54 @@ def speaks_to_anastrozole(text: str) -> bool:
     return any(_BEFORE_DRUG.search(s) or _DRUG_THEN.search(s) for s in _SENTENCE.split(text))
 
 
-def requires_male(conditions: Iterable[dict[str, Any]]) -> bool:
-    """True when a context condition of the variant requires ``sex: male`` (at its top level)."""
+ADVICE = ("dose", "indication")
+
+
+def _requires(conditions: Iterable[dict[str, Any]], field: str, value: Any) -> bool:
+    """True when a context condition of the variant requires ``field: value`` (at its top level)."""
     for cond in conditions:
         for expr in cond.values():
             parts = expr.get("$and", [expr]) if isinstance(expr, dict) else []
             kinds = [p.get("kind") for p in parts if isinstance(p, dict)]
-            if "context" in kinds and any(isinstance(p, dict) and p.get("sex") == "male" for p in parts):
+            if "context" in kinds and any(isinstance(p, dict) and p.get(field) == value for p in parts):
                 return True
     return False
 
 
-def advice_problems(declared: bool, texts: Iterable[str], conditions: list[dict[str, Any]]) -> list[str]:
+def requires_male(conditions: Iterable[dict[str, Any]]) -> bool:
+    """True when a context condition of the variant requires ``sex: male``."""
+    return _requires(conditions, "sex", "male")
+
+
+def requires_testosterone(conditions: Iterable[dict[str, Any]]) -> bool:
+    """True when a context condition of the variant requires ``on_testosterone: 1``."""
+    return _requires(conditions, "on_testosterone", 1)
+
+
+def advice_problems(
+    declared: str | None, texts: Iterable[str], conditions: list[dict[str, Any]]
+) -> list[str]:
     """What is wrong with a variant's anastrozole advice, as messages (empty when safe)."""
-    if declared:
+    if declared is not None and declared not in ADVICE:
+        return [f"anastrozole_advice must be one of {ADVICE}"]
+    if declared == "dose":
+        if requires_male(conditions) and requires_testosterone(conditions):
+            return []
+        return [
+            "anastrozole_advice: dose needs a variant that requires {sex: male} and "
+            "{on_testosterone: 1} in its context condition (never advise on the anastrozole dose "
+            "for a woman, a patient of unknown sex, or a man not on testosterone therapy)"
+        ]
+    if declared == "indication":
         if requires_male(conditions):
             return []
         return [
-            "anastrozole_advice is declared, so the variant must require {sex: male} in its context "
-            "condition (never advise on anastrozole for a woman or a patient of unknown sex)"
+            "anastrozole_advice: indication needs a variant that requires {sex: male} in its "
+            "context condition (never question anastrozole for a woman or a patient of unknown sex)"
         ]
     if any(speaks_to_anastrozole(t) for t in texts):
         return [
-            "card text speaks to the anastrozole dose or need: declare anastrozole_advice: true "
-            "on a variant that requires {sex: male}, or reword it"
+            "card text speaks to the anastrozole dose or need: declare anastrozole_advice (dose or "
+            "indication) on a variant that requires {sex: male}, or reword it"
         ]
     return []

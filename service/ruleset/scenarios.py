@@ -6,6 +6,8 @@ A case is a full CDS Hooks request plus the rule ids that must and must not fire
     service: anastrozole-bone-order-sign     # optional; default: the service for request.hook
     expect: [low-estradiol]                  # these rule ids must fire
     forbid: [estradiol-monitoring]           # these must not
+    suggestions:                             # optional: the labels a fired card offers, in order
+      low-estradiol: [Lower the weekly anastrozole dose …, Hold anastrozole …]
     request: {...}                           # dates as "{{today-30d}}", relative to today
 
 Dates are relative so lookback windows never rot (``{{today}}``, ``{{today-180d}}``,
@@ -54,6 +56,8 @@ class Case:
     forbid: tuple[str, ...]
     request: dict[str, Any]
     service: str | None = None
+    # rule id -> the suggestion labels its card must offer, in order ([] = none)
+    suggestions: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,6 +81,11 @@ def load_cases(root: Path) -> list[Case]:
         expect, forbid = data.get("expect") or [], data.get("forbid") or []
         if not expect and not forbid:
             raise ValueError(f"{path}:1: a case needs expect and/or forbid rule ids")
+        offered = data.get("suggestions") or {}
+        if not isinstance(offered, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in offered.values()
+        ):
+            raise ValueError(f"{path}:1: suggestions maps a rule id to a list of suggestion labels")
         cases.append(
             Case(
                 path=path,
@@ -86,6 +95,7 @@ def load_cases(root: Path) -> list[Case]:
                 forbid=tuple(forbid),
                 request=data["request"],
                 service=data.get("service"),
+                suggestions={str(k): tuple(v) for k, v in offered.items()},
             )
         )
     return cases
@@ -112,4 +122,13 @@ async def run_case(case: Case, registry: Registry) -> Outcome:
     for rule_id in case.forbid:
         if rule_id in outcome.fired:
             outcome.problems.append(f"{rule_id} fired but is forbidden")
+    cards = {c.source.topic.code: c for c in response.cards if c.source.topic}
+    for rule_id, labels in case.suggestions.items():
+        card = cards.get(rule_id)
+        if card is None:
+            outcome.problems.append(f"suggestions of {rule_id} were expected, but it did not fire")
+            continue
+        offered = tuple(s.label for s in card.suggestions)
+        if offered != labels:
+            outcome.problems.append(f"{rule_id} offers {list(offered)}, expected {list(labels)}")
     return outcome

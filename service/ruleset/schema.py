@@ -22,21 +22,24 @@ FACT_FIELDS: Final[dict[str, dict[str, str]]] = {
         "anastrozole": FLAG,  # the hook is about an anastrozole order / active prescription
         "has_draft": FLAG,  # an anastrozole draft order exists that suggestions may act on
         "dose_lowered": FLAG,  # that draft already carries Osteoguard's dose-lowered tag
-        "hook": TEXT,  # order-select | order-sign | patient-view
+        "hook": TEXT,  # order-select | order-sign | patient-view | medication-refill
         "sex": TEXT,  # male | female | other | unknown
-        "on_testosterone": FLAG,  # active or draft testosterone MedicationRequest
-        "on_antiresorptive": FLAG,  # active or draft antiresorptive/anabolic MedicationRequest
+        "on_testosterone": FLAG,  # testosterone therapy: active or draft order, active statement
+        "on_bone_agent": FLAG,  # current bone therapy (long-acting agents given months ago count)
+        "age_known": FLAG,  # birthDate on record
+        "age": NUMBER,  # whole years on the day of the call (optional)
+        "trt_first_days": NUMBER,  # days since the first testosterone order on record (optional)
     },
-    # Latest usable estradiol result, value in pg/mL.
+    # Latest interpretable estradiol result, value in pg/mL.
     "estradiol": {
         "count": NUMBER,
         "ordered": FLAG,  # an estradiol lab order is in the drafts or active
         "days_ago": NUMBER,
         "value": NUMBER,
         "comparator": TEXT,  # = < <= > >=
-        "newer_unread": FLAG,  # a newer result exists that could not be read (text, odd unit)
+        "newer_unread": FLAG,  # a newer result exists that could not be read (named on the card)
     },
-    # Latest usable 25-OH vitamin D result, value in ng/mL.
+    # Latest interpretable 25-OH vitamin D result, value in ng/mL.
     "vitamin_d": {
         "count": NUMBER,
         "ordered": FLAG,
@@ -45,24 +48,47 @@ FACT_FIELDS: Final[dict[str, dict[str, str]]] = {
         "comparator": TEXT,
         "newer_unread": FLAG,
     },
-    # Most recent DXA of any kind: completed Procedure, T-score or BMD Observation.
+    # Latest interpretable total testosterone result, value in ng/dL.
+    "testosterone": {
+        "count": NUMBER,
+        "ordered": FLAG,
+        "days_ago": NUMBER,
+        "value": NUMBER,
+        "comparator": TEXT,
+    },
+    # Most recent central DXA: completed DXA Procedure, or a central-site T-score/Z-score/BMD.
     "dxa": {
         "count": NUMBER,
         "ordered": FLAG,
         "days_ago": NUMBER,
     },
-    # Lowest T-score on the most recent date with a T-score, plus the latest FRAX results.
+    # The latest central DXA: its lowest central T- and Z-score, and the FRAX tied to it.
     "bone": {
-        "count": NUMBER,
+        "count": NUMBER,  # central T- and Z-scores on the latest DXA day
         "days_ago": NUMBER,
-        "tscore": NUMBER,
+        "tscore": NUMBER,  # optional
+        "zscore": NUMBER,  # optional
         "frax_hip": NUMBER,  # percent, optional
         "frax_major": NUMBER,  # percent, optional
+    },
+    # The safety gate before a bone drug: known = a result in the window proves its side.
+    "safety": {
+        "renal_known": FLAG,
+        "renal_low": FLAG,  # proven below egfr_bisphosphonate_min
+        "renal_severe": FLAG,  # not proven at or above egfr_denosumab_caution
+        "renal_ordered": FLAG,
+        "calcium_known": FLAG,
+        "calcium_low": FLAG,
+        "calcium_ordered": FLAG,
+        "vitd_known": FLAG,
+        "vitd_low": FLAG,  # proven below vitamin_d_gate_min_ng_ml
+        "vitd_ordered": FLAG,
+        "unknown": NUMBER,  # how many of the three are unknown
     },
 }
 
 TEXT_VALUES: Final[dict[str, frozenset[str]]] = {
-    "hook": frozenset({"order-select", "order-sign", "patient-view"}),
+    "hook": frozenset({"order-select", "order-sign", "patient-view", "medication-refill"}),
     "sex": frozenset({"male", "female", "other", "unknown"}),
     "comparator": frozenset({"=", "<", "<=", ">", ">="}),
 }

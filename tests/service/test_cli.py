@@ -28,6 +28,7 @@ def test_evaluate_prints_the_cards_of_the_example(capsys: pytest.CaptureFixture[
         "low-estradiol",
         "baseline-dexa",
         "osteopenia-monitoring",
+        "testosterone-monitoring",
         "vitamin-d",
     ]
     assert body["cards"][0]["summary"] == (
@@ -60,7 +61,7 @@ def test_evaluate_missing_file_is_exit_2(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_rules_check_passes_on_the_packaged_rules(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "check"]) == 0
-    assert "6 rules OK" in capsys.readouterr().out
+    assert "8 rules OK" in capsys.readouterr().out
 
 
 def test_rules_check_reports_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
+from service.cards.builder import CardBuilder
 from service.cards.drafts import hold, lower_weekly_dose
 from service.pipeline.registry import Registry
+from service.ruleset.model import RuleSet
 from service.ruleset.scenarios import load_cases, roll_dates
+from service.ruleset.schema import Firing
 from service.settings import PACKAGED_RULES_DIR
 from tests.builders import SERVICE_FOR_HOOK, med, order_sign
 
@@ -32,14 +35,42 @@ def test_anastrozole_is_never_reduced_or_stopped_unless_male(registry: Registry,
     assert "low-estradiol" not in found
     osteoporosis = found["osteoporosis-antiresorptive"]
     assert anastrozole_actions(osteoporosis) == []
-    assert [s.label for s in osteoporosis.suggestions] == ["Start alendronic acid 70 mg once weekly"]
+    # Aromatase-inhibitor bone loss: denosumab first (SPEC §3), never an anastrozole action.
+    assert [s.label for s in osteoporosis.suggestions] == [
+        "Denosumab 60 mg SC every 6 months",
+        "Zoledronic acid 5 mg IV once a year",
+        "Start alendronic acid 70 mg once weekly",
+    ]
 
 
-def test_male_with_osteoporosis_may_stop_the_draft(registry: Registry) -> None:
+def test_man_on_testosterone_with_osteoporosis_may_stop_the_draft(registry: Registry) -> None:
     card = cards(registry, order_sign("safe-2", tscore=-3.1))["osteoporosis-antiresorptive"]
     assert anastrozole_actions(card) == ["delete"]
-    assert card.suggestions[1].actions[0].resourceId == "MedicationRequest/draft-ana"
+    assert card.suggestions[-1].actions[0].resourceId == "MedicationRequest/draft-ana"
     assert card.selectionBehavior == "at-most-one"
+
+
+def test_man_not_on_testosterone_never_gets_an_anastrozole_action(registry: Registry) -> None:
+    found = cards(registry, order_sign("safe-2b", testosterone=False, tscore=-3.1, e2=5.0))
+    assert all(anastrozole_actions(card) == [] for card in found.values())
+    assert "anastrozole dose" not in found["low-estradiol"].detail.lower()
+
+
+def test_unknown_safety_labs_are_offered_as_exactly_those_orders(registry: Registry) -> None:
+    card = cards(registry, order_sign("safe-2c", tscore=-3.1, egfr=None))["osteoporosis-antiresorptive"]
+    labs = card.suggestions[0]
+    assert labs.label == "Order the missing safety labs"
+    assert [a.resource["code"]["coding"][0]["code"] for a in labs.actions] == ["2160-0"]
+    created = [a.resource for s in card.suggestions for a in s.actions if a.resource is not None]
+    assert not any(r["resourceType"] == "MedicationRequest" for r in created)
+
+
+def test_dose_advice_is_withheld_in_code_whatever_the_rule_files_say(ruleset: RuleSet) -> None:
+    variant = next(v for v in ruleset.rule("low-estradiol").variants if v.anastrozole_advice == "dose")
+    firing = Firing("low-estradiol", variant.name, {})
+    builder = CardBuilder(ruleset, date.today())
+    assert builder.build([firing], patient_id="p", sex="male", drafts=[], on_testosterone=False) == []
+    assert builder.build([firing], patient_id="p", sex="female", drafts=[], on_testosterone=True) == []
 
 
 def test_low_estradiol_update_keeps_the_draft_id(registry: Registry) -> None:

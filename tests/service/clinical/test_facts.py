@@ -7,7 +7,8 @@ from datetime import date, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from service.clinical.facts import FactBuilder, PatientData, fmt_number
+from service.clinical.display import fmt_number
+from service.clinical.facts import FactBuilder, PatientData
 from service.ruleset.model import RuleSet
 from tests.builders import med, obs
 
@@ -29,8 +30,10 @@ def data(
 
 def test_every_kind_is_asserted_even_when_absent(ruleset: RuleSet) -> None:
     facts = FactBuilder(ruleset, TODAY).build(data([]))
-    assert [f.kind for f in facts] == ["context", "estradiol", "vitamin_d", "dxa", "bone"]
-    assert all(f.fields["count"] == 0 for f in facts[1:])
+    kinds = ["context", "estradiol", "vitamin_d", "testosterone", "dxa", "bone", "safety"]
+    assert [f.kind for f in facts] == kinds
+    assert all(f.fields["count"] == 0 for f in facts[1:-1])
+    assert facts[-1].fields["unknown"] == 3
 
 
 def test_estradiol_pmol_is_normalised_to_pg_ml(ruleset: RuleSet) -> None:
@@ -108,7 +111,7 @@ def test_lowest_t_score_on_the_most_recent_date(ruleset: RuleSet) -> None:
 def test_draft_testosterone_and_antiresorptive_count(ruleset: RuleSet) -> None:
     drafts = [med("t", "f1", "835829", status="draft"), med("a", "f1", None, "Fosamax 70 mg", status="draft")]
     fact = FactBuilder(ruleset, TODAY).context(data([], drafts))
-    assert fact.fields["on_testosterone"] == 1 and fact.fields["on_antiresorptive"] == 1
+    assert fact.fields["on_testosterone"] == 1 and fact.fields["on_bone_agent"] == 1
 
 
 def test_stopped_testosterone_does_not_count(ruleset: RuleSet) -> None:

@@ -25,7 +25,10 @@ def context(sex: str = "male", testosterone: int = 1) -> Fact:
             "hook": "order-sign",
             "sex": sex,
             "on_testosterone": testosterone,
-            "on_antiresorptive": 0,
+            "on_bone_agent": 0,
+            "age_known": 1,
+            "age": 66,
+            "trt_first_days": 400,
         },
     )
 
@@ -43,8 +46,25 @@ def facts_for(e2: float, sex: str = "male") -> list[Fact]:
         ),
         Fact("vitamin_d", {"count": 1, "ordered": 0, "days_ago": 10, "value": 40.0, "comparator": "="}),
         Fact("dxa", {"count": 1, "ordered": 0, "days_ago": 10}),
+        Fact("testosterone", {"count": 1, "ordered": 0, "days_ago": 10, "value": 550.0, "comparator": "="}),
         Fact("bone", {"count": 1, "days_ago": 10, "tscore": -0.2}),
+        Fact("safety", SAFE_LABS),
     ]
+
+
+SAFE_LABS = {
+    "renal_known": 1,
+    "renal_low": 0,
+    "renal_severe": 0,
+    "renal_ordered": 0,
+    "calcium_known": 1,
+    "calcium_low": 0,
+    "calcium_ordered": 0,
+    "vitd_known": 1,
+    "vitd_low": 0,
+    "vitd_ordered": 0,
+    "unknown": 0,
+}
 
 
 def rule_ids(firings: list[Any]) -> list[str]:

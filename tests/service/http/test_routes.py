@@ -397,7 +397,10 @@ def test_anastrozole_text_mentioning_testosterone_is_not_testosterone_therapy(cl
     req = order_sign("code-2", e2=6.0, testosterone=False)
     draft = req["context"]["draftOrders"]["entry"][-1]["resource"]
     draft["medicationCodeableConcept"]["text"] = "anastrozole 1 mg, with testosterone therapy"
-    assert "low-estradiol" not in fired(client.post(SIGN, json=req).json())
+    cards = {c["source"]["topic"]["code"]: c for c in client.post(SIGN, json=req).json()["cards"]}
+    # Not on testosterone therapy: the low-estradiol warning, never a dose action (SPEC §3).
+    assert "suggestions" not in cards["low-estradiol"]
+    assert "testosterone-monitoring" not in cards
 
 
 def test_another_patients_draft_is_not_acted_on(client: TestClient) -> None:
@@ -420,14 +423,16 @@ def test_a_prefetch_bundle_with_a_next_page_is_not_complete(client: TestClient) 
     assert response.json()["issue"][0]["expression"] == ["prefetch.estradiol"]
 
 
-def test_a_newer_unreadable_estradiol_blocks_the_dose_warning(client: TestClient) -> None:
+def test_a_newer_unreadable_estradiol_does_not_silence_an_older_readable_one(client: TestClient) -> None:
     req = order_sign("newer-1", e2=6.0, e2_days=100)
     newer = copy.deepcopy(req["prefetch"]["estradiol"]["entry"][0]["resource"])
     newer["id"] = "e2-newer"
     newer["effectiveDateTime"] = day(5)
     newer["valueQuantity"] = {"value": 2.5, "unit": "mg/dL"}  # a unit that cannot be converted
     req["prefetch"]["estradiol"]["entry"].append({"resource": newer})
-    assert "low-estradiol" not in fired(client.post(SIGN, json=req).json())
+    cards = {c["source"]["topic"]["code"]: c for c in client.post(SIGN, json=req).json()["cards"]}
+    # SPEC §3: the latest interpretable result decides, and the card names the newer one.
+    assert "Observation/e2-newer" in cards["low-estradiol"]["detail"]
 
 
 def test_deeply_nested_draft_is_400_not_a_crash(client: TestClient) -> None:

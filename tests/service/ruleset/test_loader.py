@@ -69,9 +69,10 @@ def test_adding_a_code_to_a_value_set_is_a_file_edit(rules_copy: Path) -> None:
             }
         }
     ]
-    assert "low-estradiol" not in fired_with(rules_copy, request)
+    request["prefetch"]["testosterone"] = {"resourceType": "Bundle", "type": "searchset"}
+    assert "testosterone-monitoring" not in fired_with(rules_copy, request)  # not known as testosterone
     edit(rules_copy / "ruleset.yaml", 'rxnorm: ["835829",', 'rxnorm: ["999999", "835829",')
-    assert "low-estradiol" in fired_with(rules_copy, request)
+    assert "testosterone-monitoring" in fired_with(rules_copy, request)
 
 
 def test_lookback_window_is_read_from_the_file(rules_copy: Path) -> None:
@@ -94,7 +95,7 @@ def test_card_text_is_read_from_the_file(rules_copy: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("- e2:\n", "- e2$not:\n", "$not"),
+        ("- e2: &low_e2\n", "- e2$not: &low_e2\n", "$not"),
         ("{$lte: {days_ago: $window_days}}", "{$lte: {days_since: $window_days}}", "no field 'days_since'"),
         ("{$lte: {days_ago: $window_days}}", "{$lte: {days_ago: $window_dayz}}", "unknown parameter"),
         ("indicator: warning", "indicator: urgent", "indicator must be one of"),
@@ -138,8 +139,8 @@ def test_text_questioning_anastrozole_must_be_in_a_male_only_variant(rules_copy:
     path = rules_copy / "monitoring/osteopenia-monitoring/rule.yaml"
     edit(
         path,
-        "**Suggestion**: repeat the DXA in 1–2 years; keep",
-        "**Suggestion**: review the anastrozole dose; keep",
+        "**Suggestion**: repeat the DXA in 1–2 years.\n",
+        "**Suggestion**: repeat the DXA in 1–2 years and decrease the anastrozole.\n",
     )
     with pytest.raises(RuleSetError) as info:
         load_ruleset(rules_copy)
@@ -148,7 +149,15 @@ def test_text_questioning_anastrozole_must_be_in_a_male_only_variant(rules_copy:
 
 def test_declaring_anastrozole_advice_outside_a_male_only_variant_is_refused(rules_copy: Path) -> None:
     path = rules_copy / "monitoring/osteopenia-monitoring/rule.yaml"
-    edit(path, "  low-bone-mass:\n", "  low-bone-mass:\n    anastrozole_advice: true\n")
+    edit(path, "  not-male:\n", "  not-male:\n    anastrozole_advice: indication\n")
     with pytest.raises(RuleSetError) as info:
         load_ruleset(rules_copy)
-    assert any(p.startswith(f"{path}:") and "must require {sex: male}" in p for p in info.value.problems)
+    assert any(p.startswith(f"{path}:") and "requires {sex: male}" in p for p in info.value.problems)
+
+
+def test_dose_advice_for_a_man_not_on_testosterone_is_refused(rules_copy: Path) -> None:
+    path = rules_copy / "monitoring/osteopenia-monitoring/rule.yaml"
+    edit(path, "  male:\n    conditions:", "  male:\n    anastrozole_advice: dose\n    conditions:")
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(rules_copy)
+    assert any(p.startswith(f"{path}:") and "{on_testosterone: 1}" in p for p in info.value.problems)

@@ -7,6 +7,7 @@ import pytest
 from service.ruleset.safety import advice_problems, requires_male, speaks_to_anastrozole
 
 MALE = [{"ctx": {"$and": [{"kind": "context"}, {"anastrozole": 1}, {"sex": "male"}]}}]
+MALE_TRT = [{"ctx": {"$and": [{"kind": "context"}, {"sex": "male"}, {"on_testosterone": 1}]}}]
 NOT_MALE = [{"ctx": {"$and": [{"kind": "context"}, {"anastrozole": 1}, {"$neq": {"sex": "male"}}]}}]
 
 
@@ -41,14 +42,24 @@ def test_neutral_mentions_are_not_advice(text: str) -> None:
     assert not speaks_to_anastrozole(text)
 
 
-def test_declared_advice_needs_a_male_only_variant() -> None:
-    assert advice_problems(True, ["Lower the anastrozole dose."], MALE) == []
-    assert "must require {sex: male}" in advice_problems(True, ["x"], NOT_MALE)[0]
+def test_dose_advice_needs_a_man_on_testosterone() -> None:
+    assert advice_problems("dose", ["Lower the anastrozole dose."], MALE_TRT) == []
+    assert "{on_testosterone: 1}" in advice_problems("dose", ["x"], MALE)[0]
+    assert "{on_testosterone: 1}" in advice_problems("dose", ["x"], NOT_MALE)[0]
+
+
+def test_indication_advice_needs_a_man() -> None:
+    assert advice_problems("indication", ["Confirm why anastrozole is given."], MALE) == []
+    assert "requires {sex: male}" in advice_problems("indication", ["x"], NOT_MALE)[0]
+
+
+def test_an_unknown_declaration_is_refused() -> None:
+    assert "must be one of" in advice_problems("yes", ["x"], MALE_TRT)[0]
 
 
 def test_undeclared_advice_is_refused_even_in_a_male_variant() -> None:
-    (problem,) = advice_problems(False, ["Decrease the anastrozole."], MALE)
-    assert "declare anastrozole_advice: true" in problem
+    (problem,) = advice_problems(None, ["Decrease the anastrozole."], MALE_TRT)
+    assert "declare anastrozole_advice" in problem
 
 
 def test_a_neq_male_condition_is_not_male_only() -> None:
