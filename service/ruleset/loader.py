@@ -3,7 +3,7 @@
 Layout::
 
     rules/ruleset.yaml                       version, code lists, units, shared params
-    rules/<category>/<rule-id>/rule.yaml     one rule: params, variants (conditions + card text), suggestions
+    rules/<category>/<rule-id>/rule.yaml     one rule: links, params, variants (conditions, text), suggestions
     rules/<category>/<rule-id>/cases/*.yaml  its scenario fixtures
 
 The rule id is the folder name, never typed twice. Conditions are durable_rules JSON
@@ -23,6 +23,7 @@ import yaml
 from cds_hooks.vocabulary import ACTION_TYPES, SELECTION_BEHAVIORS, SelectionBehavior
 from service.clinical.fhir import SYSTEM_ALIASES
 from service.errors import RuleSetError
+from service.ruleset.metadata import params_used, parse_forbidden_words, parse_links
 from service.ruleset.model import (
     COMPARISONS,
     DRAFT_TRANSFORMS,
@@ -259,6 +260,7 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
     indicator = data.get("indicator")
     if indicator not in INDICATORS:
         problems.add(("indicator",), f"indicator must be one of {INDICATORS}")
+    links = parse_links(data.get("links"), problems.add)
     params = dict(shared)
     raw_params = data.get("params") or {}
     if not isinstance(raw_params, dict):
@@ -325,7 +327,8 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
         texts = [summary, detail, *(t.label for t in suggestions)]
         for message in advice_problems(advice, texts, compiled):
             problems.add((*where, "anastrozole_advice" if advice else "summary"), message)
-        variants.append(Variant(str(vname), tuple(compiled), summary, detail, suggestions, advice))
+        own_links = parse_links(vdata["links"], problems.add, where) if "links" in vdata else ()
+        variants.append(Variant(str(vname), tuple(compiled), summary, detail, suggestions, advice, own_links))
     behaviour: SelectionBehavior = "at-most-one"
     given = data.get("selectionBehavior", behaviour)
     if given in SELECTION_BEHAVIORS:
@@ -343,6 +346,8 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
         params=params,
         variants=tuple(variants),
         selection_behavior=behaviour,
+        links=links,
+        param_names=params_used(data, shared),
     )
 
 
@@ -412,6 +417,7 @@ def load_ruleset(root: Path) -> RuleSet:
             problems.add(("units", name), "units need target and positive numeric divisors")
             continue
         units[name] = (str(spec.get("target", "")), {str(k): float(v) for k, v in divisors.items()})
+    forbidden = parse_forbidden_words(head.get("forbidden_card_words"), problems.add)
     shared_params = head.get("params") or {}
     rules = []
     for path in rule_files(root):
@@ -441,4 +447,5 @@ def load_ruleset(root: Path) -> RuleSet:
         orders=orders,
         units=units,
         rules=tuple(rules),
+        forbidden_words=forbidden,
     )
