@@ -22,11 +22,13 @@ from service.engine.adapter import RuleEngine
 from service.http import handlers
 from service.http.edge import Edge
 from service.http.routes import ops_router, router
+from service.http.ruledocs import docs_router
 from service.metrics import RULESET, count_fhir_fetch
 from service.pipeline.record import Recorder
 from service.pipeline.registry import Registry, utc_now
 from service.pipeline.services import SERVICES
 from service.pipeline.warmup import warm_up
+from service.ruleset.docs import docs_base
 from service.ruleset.loader import load_ruleset
 from service.ruleset.reload import RuleReloader
 from service.settings import Settings, get_settings, patient_hash_key
@@ -99,14 +101,16 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
             _forget_expired_tokens(ledger, now), name="osteoguard-housekeeping"
         )
         app.state.settings = settings
+        pages = docs_base(settings.public_url)  # the rule pages, where a call names no base of its own
         app.state.registry = Registry(
             ruleset,
             engine,
             lambda: now().date(),
             fetcher=FhirFetcher(http, settings.fhir_timeout_s, on_outcome=count_fhir_fetch),
             recorder=Recorder(store, now, audit, snoozes),
+            docs_base=pages,
         )
-        await warm_up(Registry(ruleset, engine, lambda: now().date()))
+        await warm_up(Registry(ruleset, engine, lambda: now().date(), docs_base=pages))
         reloader = RuleReloader(app.state.registry, settings.rules_dir, settings.rules_reload_s)
         reloader.start()
         app.state.reloader = reloader
@@ -134,6 +138,7 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
     )
     app.include_router(router)
     app.include_router(ops_router)
+    app.include_router(docs_router)  # public: the rule documentation holds no patient data
     app.add_middleware(Edge, service_ids=SERVICE_IDS)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:

@@ -42,10 +42,17 @@ def _serve(args: argparse.Namespace) -> int:
 def _registry(rules_dir: Path | None = None, today: date | None = None) -> Registry:
     from service.engine.adapter import RuleEngine
     from service.pipeline.registry import Registry, utc_today
+    from service.ruleset.docs import docs_base
     from service.ruleset.loader import load_ruleset
 
-    ruleset = load_ruleset(rules_dir or get_settings().rules_dir)
-    return Registry(ruleset, RuleEngine(ruleset), (lambda: today) if today else utc_today)
+    settings = get_settings()
+    ruleset = load_ruleset(rules_dir or settings.rules_dir)
+    return Registry(
+        ruleset,
+        RuleEngine(ruleset),
+        (lambda: today) if today else utc_today,
+        docs_base=docs_base(settings.public_url),  # the cards' source.url, as the service would give it
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> int:

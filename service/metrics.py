@@ -70,7 +70,7 @@ def endpoint_labels(path: str, service_ids: frozenset[str]) -> tuple[str, str]:
     """(endpoint kind, service id) of a request path; unknown paths and ids share one label."""
     parts = path.strip("/").split("/")
     if parts[0] != "cds-services":
-        return (parts[0] if parts[0] in ("healthz", "readyz", "metrics") else "other"), ""
+        return (parts[0] if parts[0] in ("healthz", "readyz", "metrics", "docs") else "other"), ""
     if len(parts) == 1:
         return "discovery", ""
     service = parts[1] if parts[1] in service_ids else "unknown"

@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from fhir.resources.R4B import get_fhir_model_class
 
 INDICATORS = {"info", "warning", "critical"}
+
+
+def _absolute(url: Any, schemes: tuple[str, ...] = ("https",)) -> bool:
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    return parts.scheme in schemes and bool(parts.netloc)
+
+
+def _links(card: dict[str, Any], where: str, problems: list[str]) -> None:
+    """SPEC §4: a link of type absolute to the main source, and source.url to the rule's page."""
+    links = card.get("links", [])
+    if not links:
+        problems.append(f"{where}.links: a card links to its main source")
+    for j, link in enumerate(links):
+        if link.get("type") != "absolute" or not link.get("label") or not _absolute(link.get("url")):
+            problems.append(f"{where}.links[{j}] must be type absolute, with a label and an https URL")
+    source = card.get("source", {})
+    url, rule_id = source.get("url"), source.get("topic", {}).get("code")
+    if not _absolute(url, ("https", "http")) or not str(url).endswith(f"/docs/rules/{rule_id}"):
+        problems.append(f"{where}.source.url must be the absolute URL of the rule's documentation page")
 
 
 def _no_empty(value: Any, path: str, problems: list[str]) -> None:
@@ -40,6 +62,7 @@ def check_response(body: dict[str, Any], *, patient_id: str, draft_ids: set[str]
             problems.append(f"{where}.source needs label and topic.code")
         if not source.get("topic", {}).get("system"):
             problems.append(f"{where}.source.topic.system missing")
+        _links(card, where, problems)
         if not isinstance(card.get("detail"), str) or "rule set" not in card["detail"]:
             problems.append(f"{where}.detail must carry the rule-set version")
         suggestions = card.get("suggestions", [])

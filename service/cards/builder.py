@@ -2,7 +2,8 @@
 
 Card text and suggestion templates come from the rule files; this module fills them with
 the evidence of the facts a rule matched and stamps the rule's metadata (source, topic,
-rule-set version, override reasons) onto every card.
+rule-set version, override reasons, links to the rule's main sources, and ``source.url``: the
+rule's documentation page below ``docs_base``) onto every card.
 
 Two safety invariants are enforced here, in code, whatever the rule files say:
 
@@ -19,10 +20,11 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from cds_hooks.models import Action, Card, Coding, Source, Suggestion
+from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
 from cds_hooks.vocabulary import Indicator
 from service.cards.drafts import hold, is_valid_fhir, lower_weekly_dose
 from service.cards.text import fill_resource, render, template_values
+from service.ruleset.docs import rule_doc_url
 from service.ruleset.model import MAX_SUMMARY, ActionTemplate, Rule, RuleSet, SuggestionTemplate, Variant
 from service.ruleset.schema import Firing
 
@@ -56,9 +58,12 @@ class CardBuilder:
         ruleset: RuleSet,
         today: date,
         new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        *,
+        docs_base: str,
     ) -> None:
         self.rs = ruleset
         self.today = today
+        self.docs_base = docs_base  # where the rule documentation pages are served
         self.new_uuid = new_uuid
         self._draft_valid: dict[int, bool] = {}
 
@@ -142,11 +147,15 @@ class CardBuilder:
             indicator=indicator,
             source=Source(
                 label=self.rs.source_label,
+                url=rule_doc_url(self.docs_base, rule.id),
                 topic=Coding(system=self.rs.topic_system, code=rule.id, display=rule.title),
             ),
             suggestions=suggestions,
             selectionBehavior=rule.selection_behavior if suggestions else None,
             overrideReasons=override,
+            links=[
+                Link(label=link.label, url=link.url, type="absolute") for link in variant.links or rule.links
+            ],
         )
 
     def _suggestion(

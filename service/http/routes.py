@@ -1,4 +1,7 @@
-"""HTTP routes: discovery, hook calls and health. Thin: all logic is in the registry."""
+"""HTTP routes: discovery, hook calls and health. Thin: all logic is in the registry.
+
+The rule documentation pages have their own router (:mod:`service.http.ruledocs`).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from service.errors import StoreUnavailable, UnknownService
 from service.http.auth import authenticate
 from service.http.body import JsonResponse, read_json
 from service.http.edge import note_access
+from service.http.ruledocs import request_docs_base
 from service.pipeline.registry import Registry
 from service.store.feedback import record_feedback
 
@@ -38,7 +42,7 @@ async def discovery(request: Request) -> JsonResponse:
 @router.post("/cds-services/{service_id}")
 async def call_service(service_id: str, request: Request) -> JsonResponse:
     payload = await read_json(request)
-    response = await registry(request).call(service_id, payload)
+    response = await registry(request).call(service_id, payload, docs_base=request_docs_base(request))
     rules = [c.source.topic.code for c in response.cards if c.source.topic]
     for card in response.cards:
         metrics.count_card(card.source.topic.code if card.source.topic else "", card.indicator.value)

@@ -34,6 +34,7 @@ from service.errors import InvalidJson, RequestError, UnknownService, WrongHook
 from service.pipeline.prefetch import PREFETCH_KEYS, prefetch_templates
 from service.pipeline.record import Recorder
 from service.pipeline.services import SERVICES, USAGE_REQUIREMENTS, ServiceDefinition
+from service.ruleset.docs import OFFLINE_BASE
 from service.ruleset.model import RuleSet
 from service.ruleset.schema import Fact, Firing
 from service.store.audit import AuditWriter
@@ -80,12 +81,18 @@ class Call:
     served: Served
     facts: FactBuilder
     deadline: float
+    docs_base: str  # where the rule documentation pages are, for each card's source.url
     drafts: list[dict[str, Any]] = field(default_factory=list)  # the anastrozole drafts
     data: dict[str, Any] = field(default_factory=dict)  # prefetch key -> FHIR data
 
 
 class Registry:
-    """Owns the services and the rule set being served; answers hook calls."""
+    """Owns the services and the rule set being served; answers hook calls.
+
+    ``docs_base`` is where the rule documentation pages are (each card's ``source.url`` is one
+    of them): the public URL, else the local default. The HTTP route names it per call, from
+    the public URL or the request's own base URL.
+    """
 
     def __init__(
         self,
@@ -95,10 +102,12 @@ class Registry:
         *,
         fetcher: FhirFetcher | None = None,
         recorder: Recorder | None = None,
+        docs_base: str = OFFLINE_BASE,
     ) -> None:
         self.today = today
         self.fetcher = fetcher
         self.recorder = recorder
+        self.docs_base = docs_base
         self.services = {s.id: s for s in SERVICES}
         self.served = Served(ruleset, engine, prefetch_templates(ruleset))
 
@@ -157,9 +166,13 @@ class Registry:
                 return service
         raise RequestError(f"no Osteoguard service answers the hook {hook!r}")
 
-    async def call(self, service_id: str, payload: Any) -> CdsResponse:
-        """Answer one hook call (``payload`` is the parsed JSON body)."""
-        call = self.validate(self.look_up(service_id), payload)
+    async def call(self, service_id: str, payload: Any, *, docs_base: str | None = None) -> CdsResponse:
+        """Answer one hook call (``payload`` is the parsed JSON body).
+
+        ``docs_base``: where this call's cards link for the rule documentation (default: the
+        registry's).
+        """
+        call = self.validate(self.look_up(service_id), payload, docs_base)
         if not await self.about_anastrozole(call):
             return CdsResponse(cards=[])
         patient = await self.gather(call)
@@ -177,7 +190,7 @@ class Registry:
             raise UnknownService(f"no CDS service with id {service_id!r}")
         return service
 
-    def validate(self, service: ServiceDefinition, payload: Any) -> Call:
+    def validate(self, service: ServiceDefinition, payload: Any, docs_base: str | None = None) -> Call:
         """The request, checked for what the service reads; the rest is tolerated."""
         if not isinstance(payload, dict):
             raise InvalidJson("the request body must be a JSON object")
@@ -193,7 +206,8 @@ class Registry:
         served = self.served
         # One FHIR fetch budget for the whole request, across both phases of patient-view.
         deadline = self.fetcher.deadline() if self.fetcher else 0.0
-        return Call(service, request, context, served, FactBuilder(served.ruleset, self.today()), deadline)
+        facts = FactBuilder(served.ruleset, self.today())
+        return Call(service, request, context, served, facts, deadline, docs_base or self.docs_base)
 
     async def about_anastrozole(self, call: Call) -> bool:
         """Whether the call is about anastrozole (SPEC §2); order hooks also pick the drafts."""
@@ -241,7 +255,7 @@ class Registry:
         return call.served.engine.evaluate(facts)
 
     def build_cards(self, call: Call, facts: list[Fact], firings: list[Firing]) -> list[Card]:
-        return CardBuilder(call.served.ruleset, call.facts.today).build(
+        return CardBuilder(call.served.ruleset, call.facts.today, docs_base=call.docs_base).build(
             firings,
             patient_id=call.context.patient_id,
             sex=str(facts[0].fields["sex"]),

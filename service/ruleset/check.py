@@ -2,8 +2,9 @@
 
 Beyond what loading validates (structure, operators, fact fields, parameters), this renders
 every card template with sample evidence (summary must stay under 140 characters), validates
-every suggestion resource template as FHIR R4, compiles the rule set in the engine, and checks
-that every rule has scenario cases that expect it and cases that forbid it.
+every suggestion resource template as FHIR R4, looks for this project's internal words in text
+clinicians read (:mod:`service.ruleset.wording`), compiles the rule set in the engine, and
+checks that every rule has scenario cases that expect it and cases that forbid it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from service.ruleset.loader import alias_kind, load_ruleset
 from service.ruleset.model import MAX_SUMMARY, RuleSet
 from service.ruleset.scenarios import load_cases
 from service.ruleset.schema import Fact
+from service.ruleset.wording import check_wording
 
 # Long but realistic evidence values, so templates are checked against their widest output.
 SAMPLE_EVIDENCE: dict[str, dict[str, Any]] = {
@@ -195,7 +197,7 @@ def check(root: Path) -> tuple[RuleSet | None, list[str]]:
         ruleset = load_ruleset(root)
     except RuleSetError as exc:
         return None, exc.problems
-    problems = check_templates(ruleset) + check_cases(ruleset)
+    problems = check_templates(ruleset) + check_wording(ruleset) + check_cases(ruleset)
     try:
         RuleEngine(ruleset).close()
     except ServiceError as exc:

@@ -3,7 +3,7 @@
 Layout::
 
     rules/ruleset.yaml                       version, code lists, units, shared params
-    rules/<category>/<rule-id>/rule.yaml     one rule: params, variants (conditions + card text), suggestions
+    rules/<category>/<rule-id>/rule.yaml     one rule: links, params, variants (conditions, text), suggestions
     rules/<category>/<rule-id>/cases/*.yaml  its scenario fixtures
 
 The rule id is the folder name, never typed twice. Conditions are durable_rules JSON
@@ -23,6 +23,7 @@ import yaml
 from cds_hooks.vocabulary import ACTION_TYPES, SELECTION_BEHAVIORS, SelectionBehavior
 from service.clinical.fhir import SYSTEM_ALIASES
 from service.errors import RuleSetError
+from service.ruleset.metadata import params_used, parse_forbidden_words, parse_links
 from service.ruleset.model import (
     COMPARISONS,
     DRAFT_TRANSFORMS,
@@ -285,6 +286,7 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
     indicator = data.get("indicator")
     if indicator not in INDICATORS:
         problems.add(("indicator",), f"indicator must be one of {INDICATORS}")
+    links = parse_links(data.get("links"), problems.add)
     params = dict(shared)
     raw_params = data.get("params") or {}
     if not isinstance(raw_params, dict):
@@ -359,7 +361,8 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
                 (*where, "suggestions"),
                 "a suggestion that acts on the anastrozole draft needs anastrozole_advice: dose",
             )
-        variants.append(Variant(str(vname), tuple(compiled), summary, detail, suggestions, advice))
+        own_links = parse_links(vdata["links"], problems.add, where) if "links" in vdata else ()
+        variants.append(Variant(str(vname), tuple(compiled), summary, detail, suggestions, advice, own_links))
     behaviour: SelectionBehavior = "at-most-one"
     given = data.get("selectionBehavior", behaviour)
     if given in SELECTION_BEHAVIORS:
@@ -377,6 +380,8 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
         params=params,
         variants=tuple(variants),
         selection_behavior=behaviour,
+        links=links,
+        param_names=params_used(data, shared),
     )
 
 
@@ -452,6 +457,7 @@ def load_ruleset(root: Path) -> RuleSet:
                 problems.add((), f"ruleset.yaml needs the code list {name!r}")
     units = parse_units(head["units"], problems.add)
     terms = parse_terms(head, lambda spec, where: _code_set(spec, where, problems), problems.add)
+    forbidden = parse_forbidden_words(head.get("forbidden_card_words"), problems.add)
     shared_params = head.get("params") or {}
     for name in REQUIRED_PARAMS:
         if not isinstance(shared_params.get(name), int | float) or isinstance(shared_params.get(name), bool):
@@ -484,6 +490,7 @@ def load_ruleset(root: Path) -> RuleSet:
         orders=orders,
         units=units,
         rules=tuple(rules),
+        forbidden_words=forbidden,
         params={k: float(v) for k, v in shared_params.items() if isinstance(v, int | float)},
         terms=terms,
     )

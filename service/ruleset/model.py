@@ -19,6 +19,9 @@ COMPARISONS = {"$lt", "$lte", "$gt", "$gte", "$neq"}
 RULE_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 DRAFT_TRANSFORMS = ("lower-weekly-dose", "hold")
 MAX_SUMMARY = SUMMARY_MAX_CHARS
+# The texts of a rule file that a clinician reads: on the card (summary, detail, suggestion and
+# link labels, action descriptions, the title) and on the rule's documentation page (when, then).
+CLINICIAN_TEXT = ("summary", "detail", "label", "description", "title", "when", "then")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,14 @@ class SuggestionTemplate:
 
 
 @dataclass(frozen=True)
+class SourceLink:
+    """One main source of a rule (guideline, trial or drug label): a link on each of its cards."""
+
+    label: str
+    url: str  # an absolute https URL (DOI, PubMed, DailyMed)
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     conditions: tuple[dict[str, Any], ...]  # engine-ready, params substituted
@@ -53,6 +64,8 @@ class Variant:
     # Declared in the rule file: the text speaks to the anastrozole "dose" (men on testosterone
     # therapy only) or "indication" (men only); None: it does neither.
     anastrozole_advice: str | None = None
+    # The variant's own sources, instead of the rule's, on its cards (none: the rule's).
+    links: tuple[SourceLink, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,9 @@ class Rule:
     params: dict[str, float]
     variants: tuple[Variant, ...]
     selection_behavior: SelectionBehavior
+    links: tuple[SourceLink, ...]  # on every card, unless the variant has its own
+    # The parameters the rule uses (its own, then the shared ones it names): its page lists them.
+    param_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,15 @@ class ClinicalTerms:
 
 
 @dataclass(frozen=True)
+class ForbiddenWord:
+    """A word or phrase clinician text must not use (``forbidden_card_words`` in ruleset.yaml)."""
+
+    phrase: str
+    allow: tuple[str, ...] = ()  # exact phrases that contain it and may be used
+    fields: tuple[str, ...] = CLINICIAN_TEXT  # where it is forbidden
+
+
+@dataclass(frozen=True)
 class RuleSet:
     name: str
     version: str
@@ -112,6 +137,7 @@ class RuleSet:
     orders: dict[str, frozenset[tuple[str, str]]]
     units: dict[str, tuple[str, dict[str, float]]]
     rules: tuple[Rule, ...]
+    forbidden_words: tuple[ForbiddenWord, ...] = ()
     # Shared parameters (ruleset.yaml params): thresholds and windows the facts also use.
     params: dict[str, float] = field(default_factory=dict)
     terms: ClinicalTerms = field(default_factory=ClinicalTerms)

@@ -78,3 +78,20 @@ def test_a_case_file_with_another_extension_fails_the_rule_check(tmp_path: Path)
     stray.write_text("title: never run\n", encoding="utf-8")
     _, problems = check(rules)
     assert [p for p in problems if p.startswith(f"{stray}:")] != []
+
+
+def test_the_conformance_check_wants_links_and_the_rule_page(http: TestClient) -> None:
+    case = next(c for c in CASES if c.rule_id == "low-estradiol" and "low-estradiol" in c.expect)
+    request = roll_dates(case.request, __import__("datetime").date.today())
+    body = http.post(f"/cds-services/{SERVICE_FOR_HOOK[request['hook']]}", json=request).json()
+    card = body["cards"][0]
+    card["links"] = [{"label": "a source", "url": "http://example.org/a", "type": "absolute"}]
+    card["source"]["url"] = "/docs/rules/" + card["source"]["topic"]["code"]
+    problems = check_response(body, patient_id=request["context"]["patientId"], draft_ids={"x"})
+    assert any(".links[0] must be type absolute" in p for p in problems)
+    assert any(".source.url must be the absolute URL" in p for p in problems)
+    del card["links"]
+    assert any(
+        p.endswith(".links: a card links to its main source")
+        for p in check_response(body, patient_id="x", draft_ids=set())
+    )

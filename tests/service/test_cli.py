@@ -42,6 +42,22 @@ def test_evaluate_as_of_another_day_changes_what_is_recent(capsys: pytest.Captur
     assert "low-estradiol" not in codes and "estradiol-monitoring" in codes
 
 
+def test_evaluate_links_the_rule_pages_of_the_local_service(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(EXAMPLES / "order-sign-low-estradiol.json"), "--today", "2026-11-28"]) == 0
+    card = json.loads(capsys.readouterr().out)["cards"][0]
+    assert card["source"]["url"] == "http://127.0.0.1:8000/docs/rules/low-estradiol"
+    assert card["links"][0]["type"] == "absolute" and card["links"][0]["url"].startswith("https://")
+
+
+def test_evaluate_links_the_rule_pages_at_the_public_url(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_PUBLIC_URL", "https://bone.example.org")
+    assert main(["evaluate", str(EXAMPLES / "order-sign-low-estradiol.json"), "--today", "2026-11-28"]) == 0
+    card = json.loads(capsys.readouterr().out)["cards"][0]
+    assert card["source"]["url"] == "https://bone.example.org/docs/rules/low-estradiol"
+
+
 @pytest.mark.parametrize(
     "content", ["{not json", '{"hook": "order-sign"}', '{"hook": "nope", "hookInstance": "x", "context": {}}']
 )

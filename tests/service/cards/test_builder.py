@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+import shutil
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from service.cards.builder import CardBuilder
 from service.cards.drafts import hold, lower_weekly_dose
+from service.engine.adapter import RuleEngine
 from service.pipeline.registry import Registry
+from service.ruleset.loader import load_ruleset
 from service.ruleset.model import RuleSet
 from service.ruleset.scenarios import load_cases, roll_dates
 from service.ruleset.schema import Firing
@@ -68,7 +72,7 @@ def test_unknown_safety_labs_are_offered_as_exactly_those_orders(registry: Regis
 def test_dose_advice_is_withheld_in_code_whatever_the_rule_files_say(ruleset: RuleSet) -> None:
     variant = next(v for v in ruleset.rule("low-estradiol").variants if v.anastrozole_advice == "dose")
     firing = Firing("low-estradiol", variant.name, {})
-    builder = CardBuilder(ruleset, date.today())
+    builder = CardBuilder(ruleset, date.today(), docs_base="http://127.0.0.1:8000")
     assert builder.build([firing], patient_id="p", sex="male", drafts=[], on_testosterone=False) == []
     assert builder.build([firing], patient_id="p", sex="female", drafts=[], on_testosterone=True) == []
 
@@ -340,3 +344,57 @@ def test_a_draft_with_a_malformed_meta_gets_the_dose_change_that_replaces_it(reg
 @pytest.mark.parametrize("factor", [5e-324, 1e-6])
 def test_a_vanishing_dose_factor_offers_no_schedule(factor: float) -> None:
     assert lower_weekly_dose(med("d", "p", status="draft"), factor) is None
+
+
+# ---- links and source.url (SPEC §4) -------------------------------------------------------------
+def test_every_card_links_to_its_rules_main_sources(registry: Registry) -> None:
+    found = cards(registry, order_sign("links-1", e2=6.0, tscore=-3.1, dxa_days=900, vitd=None))
+    assert len(found) >= 4
+    for rule_id, card in found.items():
+        rule = registry.ruleset.rule(rule_id)
+        assert [(link.label, link.url, link.type) for link in card.links] == [
+            (source.label, source.url, "absolute") for source in rule.links
+        ]
+
+
+def test_source_url_is_the_rules_page_below_the_registrys_docs_base(
+    ruleset: RuleSet, engine: RuleEngine
+) -> None:
+    registry = Registry(ruleset, engine, docs_base="https://bone.example.org/og/")
+    card = cards(registry, order_sign("links-2", e2=6.0))["low-estradiol"]
+    assert card.source.url == "https://bone.example.org/og/docs/rules/low-estradiol"
+
+
+def test_source_url_defaults_to_the_local_service(registry: Registry) -> None:
+    card = cards(registry, order_sign("links-3", e2=6.0))["low-estradiol"]
+    assert card.source.url == "http://127.0.0.1:8000/docs/rules/low-estradiol"
+
+
+def test_a_call_may_name_its_own_docs_base(registry: Registry) -> None:
+    request = order_sign("links-4", e2=6.0)
+    response = asyncio.run(
+        registry.call(SERVICE_FOR_HOOK["order-sign"], request, docs_base="https://a.example")
+    )
+    assert {c.source.url for c in response.cards} >= {"https://a.example/docs/rules/low-estradiol"}
+
+
+def test_a_variant_with_its_own_links_gives_them_instead_of_the_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(PACKAGED_RULES_DIR, rules, ignore=shutil.ignore_patterns("cases"))
+    path = rules / "monitoring/osteopenia-monitoring/rule.yaml"
+    hadji = "https://doi.org/10.1016/j.jbo.2017.03.001"
+    text = path.read_text().replace(
+        "  low-bone-mass:\n",
+        f'  low-bone-mass:\n    links:\n      - {{label: "Hadji P et al.", url: "{hadji}"}}\n',
+    )
+    path.write_text(text)
+    ruleset = load_ruleset(rules)
+    engine = RuleEngine(ruleset)
+    try:
+        registry = Registry(ruleset, engine)
+        woman = cards(registry, order_sign("links-5", gender="female", tscore=-1.8))["osteopenia-monitoring"]
+        man = cards(registry, order_sign("links-6", tscore=-1.8))["osteopenia-monitoring"]
+    finally:
+        engine.close()
+    assert [link.url for link in woman.links] == [hadji]
+    assert [link.url for link in man.links] == [s.url for s in ruleset.rule("osteopenia-monitoring").links]
