@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from service.clinical.display import fmt_number
 from service.clinical.facts import ACTION_TAG_SYSTEM, DOSE_LOWERED
 
+# FHIR Timing.repeat periodUnit -> weeks, for the units an anastrozole schedule is written in.
 _WEEKS = {"d": 1 / 7, "wk": 1.0, "mo": 30.4375 / 7, "a": 365.25 / 7, "h": 1 / 168}
 # Timing details the transform cannot rewrite consistently (fixed weekdays, events, ranges,
 # a total count, PRN): with any of them present it offers no dose change rather than a
@@ -29,6 +31,20 @@ _UNSAFE_DOSAGE = ("asNeededBoolean", "asNeededCodeableConcept", "maxDosePerPerio
 
 def _positive(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def doses_per_week(repeat: Mapping[str, Any]) -> float | None:
+    """Administrations a week of a FHIR ``Timing.repeat``: ``frequency`` per ``period`` ``periodUnit``.
+
+    ``frequency`` defaults to 1. None unless frequency and period are positive numbers and the
+    unit is one of d, wk, mo, a, h; fixed weekdays, times of day and ranges are the caller's to judge.
+    """
+    frequency = repeat.get("frequency", 1)
+    period = repeat.get("period")
+    unit = repeat.get("periodUnit")
+    if not (_positive(frequency) and _positive(period) and isinstance(unit, str) and unit in _WEEKS):
+        return None
+    return frequency / (period * _WEEKS[unit])
 
 
 def _tag_dose_lowered(order: dict[str, Any]) -> None:
@@ -70,16 +86,13 @@ def lower_weekly_dose(order: dict[str, Any], factor: float) -> dict[str, Any] | 
         repeat = timing.get("repeat")
         if not isinstance(repeat, dict) or any(k in repeat for k in _UNSAFE_REPEAT):
             return None
+        before = doses_per_week(repeat)
         frequency = repeat.get("frequency", 1)
-        period = repeat.get("period")
-        unit = repeat.get("periodUnit")
-        if not (isinstance(frequency, int) and _positive(frequency) and _positive(period)):
+        if before is None or not isinstance(frequency, int):
             return None
+        period = repeat["period"]  # a positive number: doses_per_week read it
         if frequency > 100 or period > 1000:
             return None  # not a real anastrozole schedule
-        if not isinstance(unit, str) or unit not in _WEEKS:
-            return None
-        before = frequency / (period * _WEEKS[unit])
         new_frequency = frequency * factor
         if new_frequency >= 1 and math.isclose(new_frequency, round(new_frequency)):
             repeat["frequency"] = int(round(new_frequency))
@@ -89,7 +102,9 @@ def lower_weekly_dose(order: dict[str, Any], factor: float) -> dict[str, Any] | 
             if not math.isfinite(new_period) or new_period > 1000:
                 return None  # a factor so small the schedule stops being one
             repeat["period"] = int(new_period) if float(new_period).is_integer() else new_period
-        after = repeat["frequency"] / (repeat["period"] * _WEEKS[unit])
+        after = doses_per_week(repeat)
+        if after is None:
+            return None
         instruction = f"{_dose_text(dosage)}{_timing_text(repeat)}"
         dosage["text"] = (
             f"{instruction} (reduced from {fmt_number(before)} to {fmt_number(after)} doses per week)"

@@ -111,8 +111,10 @@ def read(record: PatientRecord, name: str) -> LabResult:
         usable.append(Reading(when, res, value, q, target, _rank(record, name, res)))
     if not usable:
         return LabResult(None, 0, unread[-1] if unread else None)
-    # Latest instant first, then the better-ranked result, then the lower value.
-    latest = max(usable, key=lambda r: (r.when.day, r.when.stamp, r.rank, -r.value))
+    # Latest instant first, then the better-ranked result, then the lower value. Only between
+    # results equal in all of these (the same decision either way) does the reference pick
+    # which one the card cites, so the answer never depends on bundle order.
+    latest = max(usable, key=lambda r: (r.when.day, r.when.stamp, r.rank, -r.value, r.source))
     newer = [u for u in unread if (u[0].day, u[0].stamp) > (latest.when.day, latest.when.stamp)]
     return LabResult(latest, len(usable), newer[-1] if newer else None)
 

@@ -3,8 +3,9 @@
 ::
 
     look_up ─▶ validate ─▶ about_anastrozole ─▶ gather ─▶ derive_facts ─▶ evaluate ─▶ build_cards ─▶ record
-     404        400       no: {"cards": []}      412     FHIR → facts   durable_rules     cards      audit
-                                            deceased: {"cards": []}
+     404        400       no: {"cards": []}      412     FHIR → facts   durable_rules     cards and  snoozes,
+                                            deceased: {"cards": []}                       what each  audit
+                                                                                          rests on
 
 Each step is one method of :class:`Registry`; :meth:`Registry.call` runs them in that order on
 one :class:`Call`, which carries what the steps have found so far. A call reads the rule set,
@@ -32,7 +33,7 @@ from service.clinical.facts import FactBuilder, PatientData, is_deceased
 from service.engine.adapter import RuleEngine
 from service.errors import InvalidJson, RequestError, UnknownService, WrongHook
 from service.pipeline.prefetch import PREFETCH_KEYS, prefetch_templates
-from service.pipeline.record import Recorder
+from service.pipeline.record import Issued, Recorder, issued
 from service.pipeline.services import SERVICES, USAGE_REQUIREMENTS, ServiceDefinition
 from service.ruleset.docs import OFFLINE_BASE
 from service.ruleset.model import RuleSet
@@ -254,18 +255,20 @@ class Registry:
     def evaluate(self, call: Call, facts: list[Fact]) -> list[Firing]:
         return call.served.engine.evaluate(facts)
 
-    def build_cards(self, call: Call, facts: list[Fact], firings: list[Firing]) -> list[Card]:
-        return CardBuilder(call.served.ruleset, call.facts.today, docs_base=call.docs_base).build(
+    def build_cards(self, call: Call, facts: list[Fact], firings: list[Firing]) -> list[Issued]:
+        """The cards, each with what it rests on (evidence fingerprint, draft dose) for snoozes."""
+        cards = CardBuilder(call.served.ruleset, call.facts.today, docs_base=call.docs_base).build(
             firings,
             patient_id=call.context.patient_id,
             sex=str(facts[0].fields["sex"]),
             drafts=call.drafts,
             on_testosterone=bool(facts[0].fields["on_testosterone"]),
         )
+        return issued(cards, firings, call.drafts)
 
-    def record(self, call: Call, cards: list[Card]) -> list[Card]:
+    def record(self, call: Call, cards: list[Issued]) -> list[Card]:
         if not cards or self.recorder is None:
-            return cards
+            return [c.card for c in cards]
         request, served = call.request, call.served
         return self.recorder.record(
             cards, call.service, request.hookInstance, call.context.patient_id, served.ruleset.version

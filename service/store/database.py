@@ -28,6 +28,7 @@ from alembic.config import Config
 from sqlalchemy import (
     Column,
     DateTime,
+    Float,
     Integer,
     MetaData,
     String,
@@ -61,6 +62,9 @@ cards = Table(
     Column("patient_key", String(64), nullable=False),
     Column("suggestion_uuids", Text, nullable=False),  # JSON array
     Column("issued_at", DateTime(timezone=True), nullable=False, index=True),
+    # What the card rested on (service.cards.fingerprint); NULL for cards issued before 0003.
+    Column("evidence_fingerprint", String(64)),
+    Column("weekly_dose", Float),
 )
 
 feedback = Table(
@@ -89,6 +93,9 @@ snoozes = Table(
     Column("until", DateTime(timezone=True), nullable=False),
     Column("feedback_fingerprint", String(64), nullable=False, unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Copied from the snoozed card. NULL (snoozes made before 0003): holds whatever the evidence.
+    Column("evidence_fingerprint", String(64)),
+    Column("weekly_dose", Float),
 )
 
 seen_tokens = Table(
@@ -131,6 +138,8 @@ class CardRecord:
     patient_key: str
     suggestion_uuids: tuple[str, ...]
     issued_at: datetime
+    evidence_fingerprint: str | None = None  # None: issued before cards recorded it
+    weekly_dose: float | None = None  # mg a week of the draft a dose card acts on
 
 
 @dataclass(frozen=True)
@@ -155,15 +164,17 @@ class SnoozeRecord:
     until: datetime
     feedback_fingerprint: str
     created_at: datetime
+    evidence_fingerprint: str | None = None  # None: holds whatever the card rests on
+    weekly_dose: float | None = None
 
 
-def upgrade(url: str) -> None:
-    """Apply every migration to the database at ``url`` (idempotent)."""
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision`` (every one) to the database at ``url`` (idempotent)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
     config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 _P = ParamSpec("_P")
@@ -258,6 +269,8 @@ class Store:
                 "patient_key": r.patient_key,
                 "suggestion_uuids": json.dumps(list(r.suggestion_uuids)),
                 "issued_at": r.issued_at,
+                "evidence_fingerprint": r.evidence_fingerprint,
+                "weekly_dose": r.weekly_dose,
             }
             for r in records
         ]
@@ -287,6 +300,8 @@ class Store:
                 patient_key=row["patient_key"],
                 suggestion_uuids=tuple(json.loads(row["suggestion_uuids"])),
                 issued_at=_aware(row["issued_at"]),
+                evidence_fingerprint=row["evidence_fingerprint"],
+                weekly_dose=row["weekly_dose"],
             )
             for row in rows
         }
@@ -318,6 +333,8 @@ class Store:
                 "until": s.until,
                 "feedback_fingerprint": s.feedback_fingerprint,
                 "created_at": s.created_at,
+                "evidence_fingerprint": s.evidence_fingerprint,
+                "weekly_dose": s.weekly_dose,
             }
             for s in snooze_rows
         ]
@@ -340,6 +357,8 @@ class Store:
                 until=_aware(row["until"]),
                 feedback_fingerprint=row["feedback_fingerprint"],
                 created_at=_aware(row["created_at"]),
+                evidence_fingerprint=row["evidence_fingerprint"],
+                weekly_dose=row["weekly_dose"],
             )
             for row in rows
         ]

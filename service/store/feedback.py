@@ -3,7 +3,8 @@
 A batch is all-or-nothing: every entry is checked (the card exists and was issued by this
 service, accepted suggestions belong to that card) before anything is written, and the batch
 is written in one transaction. The same entry sent twice is stored once: its fingerprint is
-unique in the store.
+unique in the store. A snooze copies the evidence fingerprint and weekly dose of the card it
+snoozes, from the audit, so it can hold only while the card would rest on the same evidence.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def record_feedback(
                     until=now + timedelta(days=ruleset.snooze_days),
                     feedback_fingerprint=key,
                     created_at=now,
+                    # The snooze holds while the card would rest on the same evidence (SPEC §6).
+                    evidence_fingerprint=card.evidence_fingerprint,
+                    weekly_dose=card.weekly_dose,
                 )
             )
     new = store.add_feedback(entries, snooze_rows)

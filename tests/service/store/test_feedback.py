@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,18 +18,6 @@ from tests.conftest import Clock, make_settings
 
 SIGN = "/cds-services/anastrozole-bone-order-sign"
 FEEDBACK = "/cds-services/anastrozole-bone-order-sign/feedback"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(datetime(2026, 11, 28, 12, 0, tzinfo=UTC))
-
-
-@pytest.fixture
-def app_client(database_url: str, clock: Clock) -> Iterator[TestClient]:
-    settings = make_settings(database_url=database_url, patient_hash_key="test-key")
-    with TestClient(create_app(settings, now=clock)) as c:
-        yield c
 
 
 def issue(client: TestClient, pid: str = "fb-1", **kwargs: Any) -> dict[str, dict[str, Any]]:
