@@ -17,7 +17,7 @@ from typing import Any
 
 from service.clinical.fhir import FhirDate, clinical_date, codings, concept_matches, concept_texts, quantity
 from service.clinical.labs import mentions
-from service.clinical.record import Dated, PatientRecord
+from service.clinical.record import Dated, PatientRecord, ref
 from service.ruleset.model import DxaSite
 
 SCORE_BOUNDS = (-10.0, 10.0)
@@ -94,7 +94,7 @@ def latest_dxa(record: PatientRecord) -> Dated | None:
                 found.append((when, res))
     for code_list in ("dxa_tscore", "dxa_bmd", "dxa_zscore"):
         found += _central(record, code_list)
-    return max(found, key=lambda pair: (pair[0].day, pair[0].stamp), default=None)
+    return max(found, key=lambda pair: (pair[0].day, pair[0].stamp, ref(pair[1])), default=None)
 
 
 def _scores(record: PatientRecord, code_list: str, bounds: tuple[float, float]) -> list[Score]:
@@ -109,9 +109,15 @@ def _scores(record: PatientRecord, code_list: str, bounds: tuple[float, float]) 
 
 
 def _lowest_on(scores: list[Score], day: date | None) -> Score | None:
-    # The lowest value decides; a tie between sites goes to the later instant (never an id).
+    # The lowest value decides. Between equal values (the same decision either way) the later
+    # instant, then the reference, picks which result the card cites: never the bundle order.
     same_day = [s for s in scores if s.when.day == day]
-    return min(same_day, key=lambda s: (s.value, s.when.stamp), default=None)
+    return min(same_day, key=lambda s: (s.value, _neg(s.when.stamp), ref(s.resource)), default=None)
+
+
+def _neg(stamp: str) -> tuple[int, ...]:
+    # Orders later instants first inside an ascending min().
+    return tuple(-ord(c) for c in stamp)
 
 
 def bone_density(record: PatientRecord) -> BoneDensity:
@@ -129,7 +135,9 @@ def bone_density(record: PatientRecord) -> BoneDensity:
         oldest = record.today - timedelta(days=record.rs.param("frax_max_age_days"))
         for name in frax:
             tied = [s for s in _scores(record, name, FRAX_BOUNDS) if s.when.day >= max(earliest, oldest)]
-            frax[name] = max(tied, key=lambda s: (s.when.day, s.when.stamp, s.value), default=None)
+            frax[name] = max(
+                tied, key=lambda s: (s.when.day, s.when.stamp, s.value, ref(s.resource)), default=None
+            )
     return BoneDensity(
         latest_day=latest,
         tscore=_lowest_on(central["dxa_tscore"], latest),
