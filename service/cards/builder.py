@@ -24,8 +24,10 @@ from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
 from cds_hooks.vocabulary import Indicator
 from service.cards.drafts import hold, is_valid_fhir, lower_weekly_dose
 from service.cards.text import fill_resource, render, template_values
+from service.clinical.medications import is_medication
 from service.ruleset.docs import rule_doc_url
 from service.ruleset.model import MAX_SUMMARY, ActionTemplate, Rule, RuleSet, SuggestionTemplate, Variant
+from service.ruleset.safety import speaks_to_anastrozole
 from service.ruleset.schema import Firing
 
 log = logging.getLogger("osteoguard.cards")
@@ -39,6 +41,14 @@ def advice_allowed(advice: str | None, sex: str, on_testosterone: bool) -> bool:
     if advice == "indication":
         return sex == "male"
     return True
+
+
+def card_text(card: Card) -> str:
+    """Every text of a card a clinician reads."""
+    parts = [card.summary, card.detail or ""]
+    for suggestion in card.suggestions:
+        parts += [suggestion.label, *(a.description for a in suggestion.actions)]
+    return "\n".join(parts)
 
 
 def applies(action: ActionTemplate, firing: Firing) -> bool:
@@ -66,6 +76,15 @@ class CardBuilder:
         self.docs_base = docs_base  # where the rule documentation pages are served
         self.new_uuid = new_uuid
         self._draft_valid: dict[int, bool] = {}
+
+    def _orders_anastrozole(self, suggestion: Suggestion) -> bool:
+        return any(
+            a.type == "create"
+            and isinstance(a.resource, dict)
+            and a.resource.get("resourceType") == "MedicationRequest"
+            and is_medication(self.rs, a.resource, "anastrozole", [])
+            for a in suggestion.actions
+        )
 
     def _valid_draft(self, draft: dict[str, Any]) -> bool:
         """Whether a draft order is valid R4, validated once per call, not once per update.
@@ -104,7 +123,12 @@ class CardBuilder:
                     "card withheld: anastrozole advice for a patient it does not fit", extra={"rule": rule.id}
                 )
                 continue
-            cards.append(self._card(rule, variant, firing, patient_id, sex, drafts, on_testosterone))
+            card = self._card(rule, variant, firing, patient_id, sex, drafts, on_testosterone)
+            if variant.anastrozole_advice is None and speaks_to_anastrozole(card_text(card)):
+                # The loader refuses such text; this holds for text filled in from the evidence too.
+                log.error("card withheld: undeclared anastrozole advice in its text", extra={"rule": rule.id})
+                continue
+            cards.append(card)
         # Most urgent first; rule-file order within the same urgency.
         urgency = {Indicator.critical: 0, Indicator.warning: 1, Indicator.info: 2}
         return sorted(cards, key=lambda card: urgency[card.indicator])
@@ -131,8 +155,11 @@ class CardBuilder:
             if template.needs_draft and not drafts:
                 continue
             suggestion = self._suggestion(template, rule, firing, patient_id, drafts)
-            if suggestion is not None:
-                suggestions.append(suggestion)
+            if suggestion is None:
+                continue
+            if self._orders_anastrozole(suggestion) and not advice_allowed("dose", sex, on_testosterone):
+                continue  # a new anastrozole order is dose advice too
+            suggestions.append(suggestion)
         indicator = Indicator(rule.indicator)
         override = []
         if indicator != Indicator.info:

@@ -22,7 +22,7 @@ from service.ruleset.schema import Fact, Firing
 # cited, and the date and value shown from them. ``tscore`` and ``frax`` are the bone fact's
 # values (``frax`` names each FRAX result with its date and resource). Not ``days_ago``: it
 # changes every day while the evidence stays the same.
-EVIDENCE_KEYS = ("source", "sources", "date", "value", "text", "tscore", "frax")
+EVIDENCE_KEYS = ("source", "sources", "date", "value", "text", "tscore", "zscore", "frax", "labs")
 DRAFT_ACTIONS = frozenset({"update", "delete"})
 # FHIR Timing.repeat entries that fix the days or times of the doses: frequency per period
 # no longer says how many doses a week, so the dose is not read.

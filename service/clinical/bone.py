@@ -111,7 +111,7 @@ def _scores(record: PatientRecord, code_list: str, bounds: tuple[float, float]) 
 def _lowest_on(scores: list[Score], day: date | None) -> Score | None:
     # The lowest value decides. Between equal values (the same decision either way) the later
     # instant, then the reference, picks which result the card cites: never the bundle order.
-    same_day = [s for s in scores if s.when.day == day]
+    same_day = [s for s in scores if s.when.visit == day]
     return min(same_day, key=lambda s: (s.value, _neg(s.when.stamp), ref(s.resource)), default=None)
 
 
@@ -126,7 +126,7 @@ def bone_density(record: PatientRecord) -> BoneDensity:
         for name in ("dxa_tscore", "dxa_zscore")
     }
     days = [
-        when.day for name in ("dxa_tscore", "dxa_bmd", "dxa_zscore") for when, _ in _central(record, name)
+        when.visit for name in ("dxa_tscore", "dxa_bmd", "dxa_zscore") for when, _ in _central(record, name)
     ]
     latest = max(days, default=None)
     frax: dict[str, Score | None] = {"frax_hip": None, "frax_major": None}

@@ -39,6 +39,12 @@ class FhirDate:
     day: date
     text: str
     stamp: str = ""  # UTC ISO timestamp when the source had a time; orders same-day results
+    local: date | None = None  # the calendar day as written (its own time zone), when it differs
+
+    @property
+    def visit(self) -> date:
+        """The day as the clinic wrote it: one DXA visit is one day, whatever its UTC offset."""
+        return self.local or self.day
 
 
 def parse_date(value: Any) -> FhirDate | None:
@@ -59,9 +65,11 @@ def _parse_date_text(value: str) -> FhirDate | None:
         if day is not None and len(value) > 10:
             # A dateTime with a time and offset: reduce to the UTC calendar day.
             stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            written = stamp.date()
             if stamp.tzinfo is not None:
                 stamp = stamp.astimezone(UTC)
-            return FhirDate(stamp.date(), stamp.date().isoformat(), stamp.isoformat())
+            local = written if written != stamp.date() else None
+            return FhirDate(stamp.date(), stamp.date().isoformat(), stamp.isoformat(), local)
         parsed = date(int(year), int(month or 1), int(day or 1))
     except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00:00+14:00 leaves the calendar
         return None
@@ -177,7 +185,13 @@ def quantity(resource: dict[str, Any]) -> Quantity | None:
         return None
     code = raw.get("code")
     unit = raw.get("unit")
-    unit_text = code if isinstance(code, str) and code else unit if isinstance(unit, str) else ""
+    unit_text = (
+        code.strip()
+        if isinstance(code, str) and code.strip()
+        else unit.strip()
+        if isinstance(unit, str)
+        else ""
+    )
     return Quantity(float(value), comparator, unit_text)
 
 

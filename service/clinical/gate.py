@@ -16,7 +16,7 @@ from typing import Any
 from service.clinical.display import fmt_number
 from service.clinical.fhir import clinical_date, quantity
 from service.clinical.labs import Reading, read, shown
-from service.clinical.record import OBSERVATION_DATES, PatientRecord
+from service.clinical.record import OBSERVATION_DATES, PatientRecord, ref
 from service.ruleset.schema import Fact
 
 
@@ -30,6 +30,26 @@ def proves_below(reading: Reading, threshold: float) -> bool | None:
     return False if value >= threshold else None  # ">" / ">=": at least the value
 
 
+def _unreadable(
+    record: PatientRecord, names: tuple[str, ...], after: Reading | None, window_param: str
+) -> str | None:
+    """A result in the window, newer than ``after``, that cannot be read: it makes the lab
+    unknown, because it may be the one that rules a drug out. Its words for the card."""
+    window = record.rs.param(window_param)
+    newest = None
+    for name in names:
+        found = read(record, name).newer_unread
+        if found is None or record.days_ago(found[0]) > window:
+            continue
+        if after is not None and (found[0].day, found[0].stamp) <= (after.when.day, after.when.stamp):
+            continue
+        if newest is None or (found[0].day, found[0].stamp) > (newest[0].day, newest[0].stamp):
+            newest = found
+    if newest is None:
+        return None
+    return f"a newer result on {newest[0].text} ({ref(newest[1])}) could not be read"
+
+
 def _recent(record: PatientRecord, reading: Reading | None, window_param: str) -> Reading | None:
     if reading is None:
         return None
@@ -41,6 +61,10 @@ def _text(reading: Reading) -> str:
     return f"{value} on {reading.when.text}"
 
 
+RENAL = ("egfr", "creatinine_clearance")
+CALCIUM = ("calcium", "calcium_ionized")
+
+
 def _renal(record: PatientRecord) -> tuple[dict[str, Any], dict[str, Any]]:
     window = int(record.rs.param("safety_lab_window_days"))
     candidates: list[tuple[str, Reading]] = []
@@ -48,10 +72,16 @@ def _renal(record: PatientRecord) -> tuple[dict[str, Any], dict[str, Any]]:
         reading = _recent(record, read(record, name).latest, "safety_lab_window_days")
         if reading is not None:
             candidates.append((label, reading))
+    unknown = {"renal_known": 0, "renal_low": 0, "renal_severe": 0}
     if not candidates:
-        fields = {"renal_known": 0, "renal_low": 0, "renal_severe": 0}
-        return fields, {"renal": f"no eGFR or creatinine clearance within {window} days"}
+        newer = _unreadable(record, RENAL, None, "safety_lab_window_days")
+        text = f"no eGFR or creatinine clearance within {window} days" + (f" ({newer})" if newer else "")
+        return unknown, {"renal": text, "renal_short": "renal function unknown"}
     label, reading = max(candidates, key=lambda c: (c[1].when.day, c[1].when.stamp, -c[1].value))
+    newer = _unreadable(record, RENAL, reading, "safety_lab_window_days")
+    if newer is not None:
+        text = f"{label} {_text(reading)} ({reading.source}), but {newer}: renal function is unknown"
+        return unknown, {"renal": text, "renal_short": "renal function unknown"}
     minimum = record.rs.param("egfr_bisphosphonate_min")
     low = proves_below(reading, minimum)
     severe = proves_below(reading, record.rs.param("egfr_denosumab_caution"))
@@ -63,7 +93,9 @@ def _renal(record: PatientRecord) -> tuple[dict[str, Any], dict[str, Any]]:
         "renal_low": int(low is True),
         "renal_severe": int(severe is not False),
     }
-    return fields, {"renal": text, "egfr": fmt_number(reading.value)}
+    comparator = "" if reading.quantity.comparator == "=" else reading.quantity.comparator
+    short = f"{label} {comparator}{fmt_number(reading.value)} {reading.unit}"
+    return fields, {"renal": text, "egfr": fmt_number(reading.value), "renal_short": short}
 
 
 def _reference_low(reading: Reading, divisors: dict[str, float]) -> float | None:
@@ -84,8 +116,15 @@ def _calcium(record: PatientRecord) -> tuple[dict[str, Any], dict[str, Any]]:
     window = int(record.rs.param("safety_lab_window_days"))
     total = _recent(record, read(record, "calcium").latest, "safety_lab_window_days")
     ionised = _recent(record, read(record, "calcium_ionized").latest, "safety_lab_window_days")
-    if total is None and ionised is None:
-        return {"calcium_known": 0, "calcium_low": 0}, {"calcium": f"no serum calcium within {window} days"}
+    latest = max(
+        (r for r in (total, ionised) if r is not None),
+        key=lambda r: (r.when.day, r.when.stamp),
+        default=None,
+    )
+    newer = _unreadable(record, CALCIUM, latest, "safety_lab_window_days")
+    if latest is None or newer is not None:
+        text = f"no serum calcium within {window} days" if latest is None else "serum calcium unknown"
+        return {"calcium_known": 0, "calcium_low": 0}, {"calcium": text + (f" ({newer})" if newer else "")}
     use_ionised = ionised is not None and (
         total is None or (ionised.when.day, ionised.when.stamp) >= (total.when.day, total.when.stamp)
     )
@@ -129,14 +168,17 @@ def read_albumin(record: PatientRecord, resource: dict[str, Any] | None) -> floa
         return None
     divisor = divisors.get(q.unit) or {k.lower(): v for k, v in divisors.items()}.get(q.unit.lower())
     value = q.value / divisor if divisor else None
-    return value if value is not None and 0 < value < 20 else None
+    # Outside 1-6 g/dL an albumin is a data error, and correcting with it could hide a low calcium.
+    return value if value is not None and 1.0 <= value <= 6.0 else None
 
 
 def _vitamin_d(record: PatientRecord) -> tuple[dict[str, Any], dict[str, Any]]:
     window = int(record.rs.param("vitamin_d_gate_window_days"))
     reading = _recent(record, read(record, "vitamin_d").latest, "vitamin_d_gate_window_days")
-    if reading is None:
-        return {"vitd_known": 0, "vitd_low": 0}, {"vitamin_d": f"no 25-OH vitamin D within {window} days"}
+    newer = _unreadable(record, ("vitamin_d",), reading, "vitamin_d_gate_window_days")
+    if reading is None or newer is not None:
+        text = f"no 25-OH vitamin D within {window} days" if reading is None else "25-OH vitamin D unknown"
+        return {"vitd_known": 0, "vitd_low": 0}, {"vitamin_d": text + (f" ({newer})" if newer else "")}
     minimum = record.rs.param("vitamin_d_gate_min_ng_ml")
     below = proves_below(reading, minimum)
     text = f"25-OH vitamin D {_text(reading)} ({reading.source})"

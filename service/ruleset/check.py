@@ -65,6 +65,7 @@ SAMPLE_EVIDENCE: dict[str, dict[str, Any]] = {
     "safety": {
         "renal": "creatinine clearance 34.999 mL/min on 2026-11-28 (Observation/crcl-result-0001)",
         "egfr": "34.999",
+        "renal_short": "creatinine clearance <34.999 mL/min",
         "calcium": (
             "serum calcium 8.499 mg/dL on 2026-11-28 (Observation/calcium-0001), albumin-corrected "
             "8.899 mg/dL (albumin 3.499 g/dL the same day), low below 8.5 mg/dL"
@@ -117,7 +118,7 @@ SAMPLE_EVIDENCE: dict[str, dict[str, Any]] = {
 }
 
 
-def _alias_kinds(conditions: tuple[dict[str, Any], ...]) -> dict[str, str]:
+def alias_kinds(conditions: tuple[dict[str, Any], ...]) -> dict[str, str]:
     kinds = {}
     for cond in conditions:
         ((alias, expr),) = cond.items()
@@ -134,7 +135,7 @@ def check_templates(ruleset: RuleSet) -> list[str]:
             where = f"{rule.path}:1: variant {variant.name!r}"
             matched = {
                 alias: Fact(kind, {}, SAMPLE_EVIDENCE[kind])
-                for alias, kind in _alias_kinds(variant.conditions).items()
+                for alias, kind in alias_kinds(variant.conditions).items()
             }
             values = template_values(rule, ruleset, matched)
             for key, text in (("summary", variant.summary), ("detail", variant.detail)):

@@ -354,6 +354,7 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
             problems.add((*where, "anastrozole_advice"), f"anastrozole_advice must be one of {ADVICE}")
             advice = None
         texts = [summary, detail, *(t.label for t in suggestions)]
+        texts += [a.description for t in suggestions for a in t.actions]
         for message in advice_problems(advice, texts, compiled):
             problems.add((*where, "anastrozole_advice" if advice else "summary"), message)
         if advice != "dose" and any(t.reduces_anastrozole for t in suggestions):

@@ -22,16 +22,22 @@ from collections.abc import Iterable
 from typing import Any
 
 # How a drug may be named in card text (ingredient and brand, case-insensitive).
-DRUG_NAMES = ("anastrozole", "arimidex")
+DRUG_NAMES = ("anastrozole", "arimidex", "aromatase inhibitor", "aromatase-inhibitor")
 # An advice verb shortly before the drug's name: "decrease the anastrozole", "hold Arimidex".
 _VERBS = (
     r"lower\w*|reduc\w*|decreas\w*|cut\w*|halv\w*|titrat\w*|taper\w*|hold\w*|paus\w*|stop\w*"
     r"|discontinu\w*|withdr[ae]w\w*|switch\w*|chang\w*|adjust\w*|reconsider\w*|review\w*|continu\w*"
     r"|question\w*|reassess\w*|re-evaluat\w*|evaluat\w*|cease|omit\w*|skip\w*|remov\w*|cancel\w*"
+    r"|replac\w*|instead\s+of|without"
 )
 # ... or a dose/need word shortly after it: "anastrozole dose", "anastrozole is still needed".
-_AFTER = r"dos\w*|need\w*|necessary|indicat\w*|required|warranted|justified|schedule|frequency|weekly"
-_DRUG = "|".join(DRUG_NAMES)
+_AFTER = (
+    r"dos\w*|need\w*|necessary|indicat\w*|required|warranted|justified|schedule|frequency|weekly"
+    # passive advice: "anastrozole could be stopped", "... may be replaced by tamoxifen"
+    r"|stopped|held|halted|lowered|reduced|halved|decreased|discontinued|tapered|withdrawn|changed"
+    r"|replaced|switched|paused|ceased|removed|cancelled|omitted"
+)
+_DRUG = "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in DRUG_NAMES)
 _BEFORE_DRUG = re.compile(rf"\b(?:{_VERBS})\b(?:\W+\w+){{0,4}}?\W+(?:{_DRUG})\b", re.IGNORECASE)
 _DRUG_THEN = re.compile(rf"\b(?:{_DRUG})\b(?:\W+\w+){{0,3}}?\W+(?:{_AFTER})\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.;!?])\s+|\n+")

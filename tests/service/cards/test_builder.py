@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import re
 import shutil
 from datetime import date
@@ -16,10 +17,11 @@ from service.cards.builder import CardBuilder
 from service.cards.drafts import hold, lower_weekly_dose
 from service.engine.adapter import RuleEngine
 from service.pipeline.registry import Registry
+from service.ruleset.check import SAMPLE_EVIDENCE, alias_kinds
 from service.ruleset.loader import load_ruleset
-from service.ruleset.model import RuleSet
+from service.ruleset.model import ActionTemplate, RuleSet, SuggestionTemplate
 from service.ruleset.scenarios import load_cases, roll_dates
-from service.ruleset.schema import Firing
+from service.ruleset.schema import Fact, Firing
 from service.settings import PACKAGED_RULES_DIR
 from tests.builders import SERVICE_FOR_HOOK, med, order_sign
 
@@ -398,3 +400,33 @@ def test_a_variant_with_its_own_links_gives_them_instead_of_the_rules(tmp_path: 
         engine.close()
     assert [link.url for link in woman.links] == [hadji]
     assert [link.url for link in man.links] == [s.url for s in ruleset.rule("osteopenia-monitoring").links]
+
+
+def sample_firing(variant: Any) -> Firing:
+    matched = {a: Fact(k, {}, SAMPLE_EVIDENCE[k]) for a, k in alias_kinds(variant.conditions).items()}
+    return Firing("vitamin-d", variant.name, matched)
+
+
+def test_undeclared_anastrozole_text_is_withheld_in_code(ruleset: RuleSet) -> None:
+    rule = ruleset.rule("vitamin-d")
+    variant = dataclasses.replace(rule.variants[0], summary="Stop the anastrozole now")
+    patched = dataclasses.replace(ruleset, rules=(dataclasses.replace(rule, variants=(variant,)),))
+    builder = CardBuilder(patched, date.today(), docs_base="http://127.0.0.1:8000")
+    assert builder.build([sample_firing(variant)], patient_id="p", sex="female", drafts=[]) == []
+
+
+def test_a_new_anastrozole_order_is_never_offered_without_dose_advice(ruleset: RuleSet) -> None:
+    rule = ruleset.rule("vitamin-d")
+    order = {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "{patient_ref}"},
+        "medicationCodeableConcept": {"text": "anastrozole 0.5 mg"},
+    }
+    template = SuggestionTemplate("Order 25-OH vitamin D", (ActionTemplate("create", "a new order", order),))
+    variant = dataclasses.replace(rule.variants[1], suggestions=(template,))
+    patched = dataclasses.replace(ruleset, rules=(dataclasses.replace(rule, variants=(variant,)),))
+    builder = CardBuilder(patched, date.today(), docs_base="http://127.0.0.1:8000")
+    (card,) = builder.build([sample_firing(variant)], patient_id="p", sex="female", drafts=[])
+    assert card.suggestions == []

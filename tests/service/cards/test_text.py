@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from service.cards.text import _FORMAT, _ns, render, template_values
-from service.ruleset.check import SAMPLE_EVIDENCE, _alias_kinds
+from service.ruleset.check import SAMPLE_EVIDENCE, alias_kinds
 from service.ruleset.model import RuleSet
 from service.ruleset.schema import Fact
 
@@ -20,7 +20,7 @@ def every_template(ruleset: RuleSet) -> list[tuple[str, dict[str, Any]]]:
         for variant in rule.variants:
             matched = {
                 alias: Fact(kind, {}, SAMPLE_EVIDENCE[kind])
-                for alias, kind in _alias_kinds(variant.conditions).items()
+                for alias, kind in alias_kinds(variant.conditions).items()
             }
             for markdown in (False, True):
                 values = template_values(rule, ruleset, matched, markdown=markdown)
