@@ -18,8 +18,6 @@ import string
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cds_hooks.vocabulary import ACTION_TYPES, SELECTION_BEHAVIORS, SelectionBehavior
 from service.clinical.fhir import SYSTEM_ALIASES
 from service.errors import RuleSetError
@@ -37,59 +35,8 @@ from service.ruleset.model import (
 )
 from service.ruleset.safety import advice_problems
 from service.ruleset.schema import FACT_FIELDS, TEXT_VALUES
-
-
-class _Problems:
-    """Collects ``file:line: message`` problems while a file is checked."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self._file: Path | None = None
-        self._root: yaml.Node | None = None
-
-    def start(self, path: Path, root: yaml.Node | None) -> None:
-        self._file, self._root = path, root
-
-    def add(self, where: tuple[Any, ...], message: str) -> None:
-        line = _line_of(self._root, where)
-        self.items.append(f"{self._file}:{line}: {message}")
-
-
-def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int:
-    """1-based line of the YAML node at ``path`` (or its nearest existing ancestor)."""
-    if node is None:
-        return 1
-    line = node.start_mark.line + 1
-    for step in path:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == step:
-                    child = value
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
-            if 0 <= step < len(node.value):
-                child = node.value[step]
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
-
-
-def _read_yaml(path: Path, problems: _Problems) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        problems.start(path, root)
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark else 1
-        problems.items.append(f"{path}:{line}: invalid YAML: {exc.problem}")
-    except OSError as exc:
-        problems.items.append(f"{path}:1: cannot read: {exc.strerror}")
-    return None
+from service.ruleset.yamlfile import Problems as _Problems
+from service.ruleset.yamlfile import read_yaml as _read_yaml
 
 
 def _code_set(spec: Any, where: tuple[Any, ...], problems: _Problems) -> frozenset[tuple[str, str]]:
