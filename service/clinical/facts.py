@@ -217,7 +217,7 @@ class FactBuilder:
             and belongs_to(r, data.patient_id)
         ]
         on_t = any(self.is_medication(m, "testosterone", pool) for m in meds)
-        on_ar = any(self.is_medication(m, "antiresorptive", pool) for m in meds)
+        on_ar = any(self.is_medication(m, "bone-agent", pool) for m in meds)
         fields = {
             "anastrozole": 1,
             "has_draft": int(bool(data.anastrozole_drafts)),

@@ -3,6 +3,7 @@
 Layout::
 
     rules/ruleset.yaml                       version, code lists, units, shared params
+    rules/classes/<class>.yaml               medication classes: RxNorm codes and names
     rules/<category>/<rule-id>/rule.yaml     one rule: params, variants (conditions + card text), suggestions
     rules/<category>/<rule-id>/cases/*.yaml  its scenario fixtures
 
@@ -21,6 +22,7 @@ from typing import Any
 from cds_hooks.vocabulary import ACTION_TYPES, SELECTION_BEHAVIORS, SelectionBehavior
 from service.clinical.fhir import SYSTEM_ALIASES
 from service.errors import RuleSetError
+from service.ruleset.classes import load_classes
 from service.ruleset.model import (
     COMPARISONS,
     DRAFT_TRANSFORMS,
@@ -313,7 +315,6 @@ def load_ruleset(root: Path) -> RuleSet:
         "source",
         "override_reasons",
         "usable_status",
-        "medications",
         "observations",
         "procedures",
         "orders",
@@ -332,13 +333,6 @@ def load_ruleset(root: Path) -> RuleSet:
     )
     if sum(r.snooze for r in reasons) != 1:
         problems.add(("override_reasons",), "exactly one override reason must have snooze: true")
-    medications = {}
-    for name, spec in (head["medications"] or {}).items():
-        names = spec.get("names", []) if isinstance(spec, dict) else []
-        medications[name] = (_code_set(spec, ("medications", name), problems), tuple(names))
-    for required in ("anastrozole", "testosterone", "antiresorptive"):
-        if required not in medications:
-            problems.add(("medications",), f"medications needs {required!r}")
     observations = {n: _code_set(s, ("observations", n), problems) for n, s in head["observations"].items()}
     procedures = {n: _code_set(s, ("procedures", n), problems) for n, s in head["procedures"].items()}
     orders = {n: _code_set(s, ("orders", n), problems) for n, s in head["orders"].items()}
@@ -359,6 +353,7 @@ def load_ruleset(root: Path) -> RuleSet:
             problems.add(("units", name), "units need target and positive numeric divisors")
             continue
         units[name] = (str(spec.get("target", "")), {str(k): float(v) for k, v in divisors.items()})
+    medications = load_classes(root, problems)
     shared_params = head.get("params") or {}
     rules = []
     for path in rule_files(root):

@@ -70,7 +70,11 @@ def test_adding_a_code_to_a_value_set_is_a_file_edit(rules_copy: Path) -> None:
         }
     ]
     assert "low-estradiol" not in fired_with(rules_copy, request)
-    edit(rules_copy / "ruleset.yaml", 'rxnorm: ["835829",', 'rxnorm: ["999999", "835829",')
+    edit(
+        rules_copy / "classes/testosterone.yaml",
+        '      - {rxcui: "835829",',
+        '      - {rxcui: "999999", tty: SCD, display: "new testosterone"}\n      - {rxcui: "835829",',
+    )
     assert "low-estradiol" in fired_with(rules_copy, request)
 
 
