@@ -130,6 +130,8 @@ def order_sign(
             ),
             "dexaProcedures": bundle(),
             "vitaminD": bundle(*([obs("vd", pid, "62292-8", vitd, "ng/mL", 60)] if vitd is not None else [])),
+            "boneAgents": bundle(),
+            "boneAgentStatements": bundle(),
         },
     }
 

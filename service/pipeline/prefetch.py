@@ -11,7 +11,16 @@ from urllib.parse import quote
 
 from service.ruleset.model import RuleSet
 
-PREFETCH_KEYS = ("patient", "medications", "estradiol", "boneDensity", "dexaProcedures", "vitaminD")
+PREFETCH_KEYS = (
+    "patient",
+    "medications",
+    "estradiol",
+    "boneDensity",
+    "dexaProcedures",
+    "vitaminD",
+    "boneAgents",
+    "boneAgentStatements",
+)
 
 
 def _code_param(codes: Iterable[tuple[str, str]]) -> str:
@@ -20,10 +29,18 @@ def _code_param(codes: Iterable[tuple[str, str]]) -> str:
     return ",".join(quote(f"{system}|{code}", safe="") for system, code in sorted(codes))
 
 
+def _medication_param(codes: Iterable[str]) -> str:
+    # A class has hundreds of RxNorm codes: written without the system (a token without one
+    # matches that code in any system) the query stays short; the fact builder still reads
+    # only RxNorm codings.
+    return ",".join(sorted(codes, key=lambda c: (len(c), c)))
+
+
 def prefetch_templates(ruleset: RuleSet) -> dict[str, str]:
     """The prefetch templates every service declares in discovery."""
     obs = ruleset.observations
     bone_codes = obs["dxa_tscore"] | obs["dxa_bmd"] | obs["frax_hip"] | obs["frax_major"]
+    bone_agents = _medication_param(ruleset.medications["bone-agent"].codes)
     return {
         "patient": "Patient/{{context.patientId}}",
         "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
@@ -33,4 +50,7 @@ def prefetch_templates(ruleset: RuleSet) -> dict[str, str]:
             f"Procedure?patient={{{{context.patientId}}}}&code={_code_param(ruleset.procedures['dxa'])}"
         ),
         "vitaminD": f"Observation?patient={{{{context.patientId}}}}&code={_code_param(obs['vitamin_d'])}",
+        # Every status: a long-acting agent given months ago is still current therapy (SPEC §3).
+        "boneAgents": f"MedicationRequest?patient={{{{context.patientId}}}}&code={bone_agents}",
+        "boneAgentStatements": f"MedicationStatement?patient={{{{context.patientId}}}}&code={bone_agents}",
     }

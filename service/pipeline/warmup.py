@@ -61,6 +61,8 @@ def _request(registry: Registry) -> dict[str, Any]:
             "boneDensity": bundle(),
             "dexaProcedures": bundle(),
             "vitaminD": bundle(),
+            "boneAgents": bundle(),
+            "boneAgentStatements": bundle(),
         },
     }
 

@@ -81,7 +81,7 @@ def test_fallback_queries_are_the_discovery_templates_url_encoded(client: TestCl
 
 
 @respx.mock
-def test_no_prefetch_at_all_fetches_all_six_keys(client: TestClient) -> None:
+def test_no_prefetch_at_all_fetches_every_key(client: TestClient) -> None:
     full = order_sign("fc-3", e2=6.0)
     expected = codes(client.post(SIGN, json=full).json())
     respx.get(f"{BASE}/Patient/fc-3").mock(return_value=httpx.Response(200, json=full["prefetch"]["patient"]))
@@ -93,9 +93,11 @@ def test_no_prefetch_at_all_fetches_all_six_keys(client: TestClient) -> None:
             return_value=httpx.Response(200, json=full["prefetch"][key])
         )
     respx.get(url__startswith=f"{BASE}/Procedure").mock(return_value=httpx.Response(200, json=bundle()))
+    statements = httpx.Response(200, json=bundle())
+    respx.get(url__startswith=f"{BASE}/MedicationStatement").mock(return_value=statements)
     req = with_fhir_server(order_sign("fc-3", e2=6.0), tuple(full["prefetch"]))
     assert codes(client.post(SIGN, json=req).json()) == expected
-    assert len(respx.calls) == 6
+    assert len(respx.calls) == len(full["prefetch"]) == 8
 
 
 @respx.mock
