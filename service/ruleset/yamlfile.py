@@ -46,12 +46,22 @@ def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int:
     return line
 
 
+# libyaml when PyYAML has it: the medication class files are ~100 kB, which the pure-Python
+# parser takes most of a second to read.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(path: Path, problems: Problems) -> Any:
+    """A file's YAML data; its node tree is kept in ``problems`` for line numbers (one parse)."""
     try:
         text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        problems.start(path, root)
-        return yaml.safe_load(text)
+        loader = _LOADER(text)
+        try:
+            root = loader.get_single_node()
+            problems.start(path, root)
+            return loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else 1
