@@ -11,12 +11,12 @@ nothing. The lookups are the rule set's, built once when it is loaded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cds_hooks.fhir import reference_id
 from service.clinical.fhir import RXNORM, codings, concept_texts
-from service.ruleset.classes import name_key
 from service.ruleset.model import Medications, Membership, RuleSet
 
 
@@ -58,11 +58,35 @@ def medication_concepts(resource: dict[str, Any], bundle: Iterable[dict[str, Any
     return [c for c in concepts if isinstance(c, dict)]
 
 
+_WORD = re.compile(r"\w+")
+_GAP = re.compile(r"[\s\-]+")  # between the words of a name: "Depo-Testosterone", "alendronic  acid"
+_NEGATED = re.compile(r"-free\b")  # "testosterone-free" does not name testosterone
+
+
 def _named(index: Medications, texts: Iterator[str]) -> frozenset[Membership]:
+    """The memberships of every name found in the texts as whole words, case-insensitive.
+
+    Word lookups, not one regex of every name: a text is split into words once and only the
+    names starting with one of its words are compared (a text-only drug is read on most calls).
+    """
     found: set[Membership] = set()
+    starts = index.name_starts
     for text in texts:
-        for match in index.name_pattern.finditer(text):
-            found |= index.by_name.get(name_key(match.group(0)), frozenset())
+        lowered = text.lower()
+        if starts.keys().isdisjoint(_WORD.findall(lowered)):
+            continue  # the usual case: no word of the text starts a name
+        words = [(m.group(), m.start(), m.end()) for m in _WORD.finditer(lowered)]
+        for i, (word, _, _) in enumerate(words):
+            for name in starts.get(word, ()):
+                span = words[i : i + len(name)]
+                if len(span) < len(name) or any(w[0] != n for w, n in zip(span, name, strict=False)):
+                    continue
+                if any(not _GAP.fullmatch(lowered, a[2], b[1]) for a, b in zip(span, span[1:], strict=False)):
+                    continue
+                if _NEGATED.match(lowered, span[-1][2]):
+                    continue
+                found |= index.by_name[" ".join(name)]
+                break  # the longest name starting here
     return frozenset(found)
 
 

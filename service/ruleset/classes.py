@@ -29,7 +29,7 @@ CONCEPT_TTYS = frozenset(
 )
 RXCUI = re.compile(r"^[0-9]{1,10}$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_SEPARATORS = re.compile(r"[\s\-]+")
+_WORD = re.compile(r"\w+")
 
 
 def class_files(root: Path) -> list[Path]:
@@ -38,16 +38,16 @@ def class_files(root: Path) -> list[Path]:
 
 
 def name_key(text: str) -> str:
-    """How a name is looked up: lower case, words separated by one space ("Depo testosterone")."""
-    return " ".join(w for w in _SEPARATORS.split(text.lower()) if w)
+    """How a name is looked up: its words in lower case, one space apart ("depo testosterone")."""
+    return " ".join(_WORD.findall(text.lower()))
 
 
-def _name_regex(names: list[str]) -> re.Pattern[str]:
-    # Whole words: no letter or digit on either side; words may be split by spaces or hyphens
-    # ("Depo-Testosterone"). "testosterone-free" does not name testosterone.
-    words = sorted({name_key(n) for n in names}, key=lambda k: (-len(k), k))
-    alternatives = "|".join(r"[\s\-]+".join(re.escape(w) for w in key.split(" ")) for key in words)
-    return re.compile(rf"(?<!\w)(?:{alternatives or '(?!)'})(?!\w)(?!-free\b)", re.IGNORECASE)
+def _name_starts(keys: set[str]) -> dict[str, tuple[tuple[str, ...], ...]]:
+    starts: dict[str, list[tuple[str, ...]]] = {}
+    for key in sorted(keys, key=lambda k: (-len(k.split(" ")), k)):
+        words = tuple(key.split(" "))
+        starts.setdefault(words[0], []).append(words)
+    return {word: tuple(names) for word, names in starts.items()}
 
 
 def _codes(raw: Any, where: tuple[Any, ...], problems: Problems, *, tty: bool) -> list[str]:
@@ -79,7 +79,7 @@ def _names(raw: Any, where: tuple[Any, ...], problems: Problems) -> list[str]:
     names = []
     for i, entry in enumerate(raw if isinstance(raw, list) else []):
         name = entry.get("name") if isinstance(entry, dict) else entry
-        if not isinstance(name, str) or not name_key(name) or not re.search(r"\w", name):
+        if not isinstance(name, str) or not name_key(name):
             problems.add((*where, i), "a name is a non-empty text ({name: ...})")
             continue
         names.append(name)
@@ -185,7 +185,7 @@ def index(classes: dict[str, MedicationClass]) -> Medications:
         classes=classes,
         by_code={code: frozenset(found) for code, found in by_code.items()},
         by_name={key: frozenset(found) for key, found in by_name.items()},
-        name_pattern=_name_regex([n for c in classes.values() for n in c.names]),
+        name_starts=_name_starts(set(by_name)),
     )
 
 

@@ -120,10 +120,10 @@ class Medications:
     classes: dict[str, MedicationClass]
     # Every RxNorm code the rule set knows -> its memberships (empty for a known non-member).
     by_code: dict[str, frozenset[Membership]]
-    # A name's key (lower case, words joined by one space) -> its memberships.
+    # A name's key (its words in lower case, joined by one space) -> its memberships.
     by_name: dict[str, frozenset[Membership]]
-    # Finds every name in a text: whole words, case-insensitive, longest name first.
-    name_pattern: re.Pattern[str]
+    # A name's first word -> the names starting with it, as word tuples, longest first.
+    name_starts: dict[str, tuple[tuple[str, ...], ...]]
 
     def __getitem__(self, class_id: str) -> MedicationClass:
         return self.classes[class_id]
