@@ -16,7 +16,7 @@ with one and the same ``today``.
 
 Ids: a server holds every case at once, so non-Patient resource ids are prefixed with the
 patient id (``e2-1`` of patient ``le-1`` becomes ``le-1.e2-1``), and a patient id used by two
-cases gets a suffix. A case is seedable when its request has all six prefetch keys, and the
+cases gets a suffix. A case is seedable when its request has every prefetch key, and the
 server, searched with the declared prefetch queries, would give back exactly what the case
 prefetches: every resource names the case's patient as ``subject``, nothing is referenced
 from outside the prefetch (a search by patient would not return it), and each key holds
@@ -89,11 +89,17 @@ def _selected(query: tuple[str, dict[str, str]], resource: dict[str, Any]) -> bo
             if resource.get("status") not in value.split(","):
                 return False
         elif name == "code":
-            wanted = {tuple(v.split("|", 1)) for v in value.split(",")}
-            concept = resource.get("code")
+            # A token "system|code" matches that coding; a bare "code" matches it in any system.
+            tokens = value.split(",")
+            wanted = {tuple(v.split("|", 1)) for v in tokens if "|" in v}
+            bare = {v for v in tokens if "|" not in v}
+            # MedicationRequest/MedicationStatement: ``code`` searches medication.as(CodeableConcept).
+            field = "medicationCodeableConcept" if rtype.startswith("Medication") else "code"
+            concept = resource.get(field)
             codings = concept.get("coding") if isinstance(concept, dict) else None
             if not isinstance(codings, list) or not any(
-                isinstance(c, dict) and (c.get("system"), c.get("code")) in wanted for c in codings
+                isinstance(c, dict) and ((c.get("system"), c.get("code")) in wanted or c.get("code") in bare)
+                for c in codings
             ):
                 return False
         else:  # a template parameter this check does not know: refuse rather than guess
@@ -120,7 +126,7 @@ def rewrite_case(
     request = copy.deepcopy(case.request)
     prefetch = request.get("prefetch")
     if not isinstance(prefetch, dict) or any(not prefetch.get(key) for key in PREFETCH_KEYS):
-        raise NotSeedable("the request does not prefetch all six keys")
+        raise NotSeedable(f"the request does not prefetch all {len(PREFETCH_KEYS)} keys")
     context = request.get("context") or {}
     old_pid = context.get("patientId")
     patient = prefetch["patient"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -193,13 +193,3 @@ def quantity(resource: dict[str, Any]) -> Quantity | None:
         else ""
     )
     return Quantity(float(value), comparator, unit_text)
-
-
-def text_mentions(texts: Iterable[str], terms: Iterable[str]) -> bool:
-    """True when any text contains any term as a word prefix (case-insensitive)."""
-    lowered = [t.lower() for t in texts]
-    for term in terms:
-        pattern = re.compile(r"\b" + re.escape(term.lower()))
-        if any(pattern.search(t) for t in lowered):
-            return True
-    return False

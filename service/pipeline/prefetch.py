@@ -32,10 +32,11 @@ def _code_param(codes: Iterable[tuple[str, str]]) -> str:
     return ",".join(quote(f"{system}|{code}", safe="") for system, code in sorted(codes))
 
 
-def _medication_param(codes: Iterable[tuple[str, str]]) -> str:
-    # Drug classes hold hundreds of codes: a token without a system matches the code in any
-    # system, which keeps the URL short; the fact builder still checks the RxNorm system.
-    return ",".join(sorted(code for _, code in codes))
+def _medication_param(codes: Iterable[str]) -> str:
+    # A class has hundreds of RxNorm codes: written without the system (a token without one
+    # matches that code in any system) the query stays short; the fact builder still reads
+    # only RxNorm codings.
+    return ",".join(sorted(codes, key=lambda c: (len(c), c)))
 
 
 def prefetch_templates(ruleset: RuleSet) -> dict[str, str]:
@@ -43,8 +44,7 @@ def prefetch_templates(ruleset: RuleSet) -> dict[str, str]:
     obs = ruleset.observations
     bone_codes = obs["dxa_tscore"] | obs["dxa_bmd"] | obs["dxa_zscore"] | obs["frax_hip"] | obs["frax_major"]
     safety_codes = frozenset().union(*(obs[name] for name in SAFETY_LAB_LISTS))
-    # Bone agents are found whatever their status: long-acting ones given months ago still act.
-    agents = _medication_param(ruleset.medications["antiresorptive"][0])
+    bone_agents = _medication_param(ruleset.medications["bone-agent"].codes)
     return {
         "patient": "Patient/{{context.patientId}}",
         "medications": "MedicationRequest?patient={{context.patientId}}&status=active",
@@ -54,8 +54,9 @@ def prefetch_templates(ruleset: RuleSet) -> dict[str, str]:
             f"Procedure?patient={{{{context.patientId}}}}&code={_code_param(ruleset.procedures['dxa'])}"
         ),
         "vitaminD": f"Observation?patient={{{{context.patientId}}}}&code={_code_param(obs['vitamin_d'])}",
-        "boneAgents": f"MedicationRequest?patient={{{{context.patientId}}}}&code={agents}",
-        "boneAgentStatements": f"MedicationStatement?patient={{{{context.patientId}}}}&code={agents}",
+        # Every status: a long-acting agent given months ago is still current therapy (SPEC §3).
+        "boneAgents": f"MedicationRequest?patient={{{{context.patientId}}}}&code={bone_agents}",
+        "boneAgentStatements": f"MedicationStatement?patient={{{{context.patientId}}}}&code={bone_agents}",
         "safetyLabs": f"Observation?patient={{{{context.patientId}}}}&code={_code_param(safety_codes)}",
         "testosterone": (
             f"Observation?patient={{{{context.patientId}}}}&code={_code_param(obs['testosterone'])}"

@@ -2,9 +2,9 @@
 
 The chart ships the rule set as a ConfigMap built from ``helm/osteoguard/files/rules``
 (Helm can read files only inside the chart). That copy is generated, never edited: this
-writes ``ruleset.yaml`` and every ``<category>/<rule-id>/rule.yaml`` (no scenario cases: they
-are test data) and removes files that no longer exist in rules/. A deploy test fails when the
-copy differs from rules/.
+writes ``ruleset.yaml``, every ``classes/<class>.yaml`` and every ``<category>/<rule-id>/rule.yaml``
+(no scenario cases: they are test data) and removes files that no longer exist in rules/. A
+deploy test fails when the copy differs from rules/.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from service.ruleset.classes import class_files
 from service.ruleset.loader import rule_files
 
 
 def deployed_files(root: Path) -> dict[str, bytes]:
     """The files of the rule set a deployment needs, by path relative to ``root``."""
-    paths = [root / "ruleset.yaml", *rule_files(root)]
+    paths = [root / "ruleset.yaml", *class_files(root), *rule_files(root)]
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in paths}
 
 

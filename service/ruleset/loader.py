@@ -3,6 +3,7 @@
 Layout::
 
     rules/ruleset.yaml                       version, code lists, units, shared params
+    rules/classes/<class>.yaml               medication classes: RxNorm codes and names
     rules/<category>/<rule-id>/rule.yaml     one rule: links, params, variants (conditions, text), suggestions
     rules/<category>/<rule-id>/cases/*.yaml  its scenario fixtures
 
@@ -18,11 +19,10 @@ import string
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cds_hooks.vocabulary import ACTION_TYPES, SELECTION_BEHAVIORS, SelectionBehavior
 from service.clinical.fhir import SYSTEM_ALIASES
 from service.errors import RuleSetError
+from service.ruleset.classes import load_classes
 from service.ruleset.metadata import params_used, parse_forbidden_words, parse_links
 from service.ruleset.model import (
     COMPARISONS,
@@ -39,59 +39,8 @@ from service.ruleset.model import (
 from service.ruleset.safety import ADVICE, advice_problems
 from service.ruleset.schema import FACT_FIELDS, TEXT_VALUES
 from service.ruleset.terms import parse_terms, parse_units
-
-
-class _Problems:
-    """Collects ``file:line: message`` problems while a file is checked."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self._file: Path | None = None
-        self._root: yaml.Node | None = None
-
-    def start(self, path: Path, root: yaml.Node | None) -> None:
-        self._file, self._root = path, root
-
-    def add(self, where: tuple[Any, ...], message: str) -> None:
-        line = _line_of(self._root, where)
-        self.items.append(f"{self._file}:{line}: {message}")
-
-
-def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int:
-    """1-based line of the YAML node at ``path`` (or its nearest existing ancestor)."""
-    if node is None:
-        return 1
-    line = node.start_mark.line + 1
-    for step in path:
-        child: yaml.Node | None = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == step:
-                    child = value
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
-            if 0 <= step < len(node.value):
-                child = node.value[step]
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
-
-
-def _read_yaml(path: Path, problems: _Problems) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        problems.start(path, root)
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark else 1
-        problems.items.append(f"{path}:{line}: invalid YAML: {exc.problem}")
-    except OSError as exc:
-        problems.items.append(f"{path}:1: cannot read: {exc.strerror}")
-    return None
+from service.ruleset.yamlfile import Problems as _Problems
+from service.ruleset.yamlfile import read_yaml as _read_yaml
 
 
 def _code_set(spec: Any, where: tuple[Any, ...], problems: _Problems) -> frozenset[tuple[str, str]]:
@@ -419,7 +368,6 @@ def load_ruleset(root: Path) -> RuleSet:
         "source",
         "override_reasons",
         "usable_status",
-        "medications",
         "observations",
         "procedures",
         "orders",
@@ -438,13 +386,6 @@ def load_ruleset(root: Path) -> RuleSet:
     )
     if sum(r.snooze for r in reasons) != 1:
         problems.add(("override_reasons",), "exactly one override reason must have snooze: true")
-    medications = {}
-    for name, spec in (head["medications"] or {}).items():
-        names = spec.get("names", []) if isinstance(spec, dict) else []
-        medications[name] = (_code_set(spec, ("medications", name), problems), tuple(names))
-    for required in ("anastrozole", "testosterone", "antiresorptive"):
-        if required not in medications:
-            problems.add(("medications",), f"medications needs {required!r}")
     observations = {n: _code_set(s, ("observations", n), problems) for n, s in head["observations"].items()}
     procedures = {n: _code_set(s, ("procedures", n), problems) for n, s in head["procedures"].items()}
     orders = {n: _code_set(s, ("orders", n), problems) for n, s in head["orders"].items()}
@@ -459,6 +400,7 @@ def load_ruleset(root: Path) -> RuleSet:
     units = parse_units(head["units"], problems.add)
     terms = parse_terms(head, lambda spec, where: _code_set(spec, where, problems), problems.add)
     forbidden = parse_forbidden_words(head.get("forbidden_card_words"), problems.add)
+    medications = load_classes(root, problems)
     shared_params = head.get("params") or {}
     for name in REQUIRED_PARAMS:
         if not isinstance(shared_params.get(name), int | float) or isinstance(shared_params.get(name), bool):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_hooks.vocabulary import SUMMARY_MAX_CHARS, Indicator, SelectionBehavior
 
@@ -92,6 +92,66 @@ class OverrideReason:
     snooze: bool = False
 
 
+class Membership(NamedTuple):
+    """A medication's place in a class: ``("bone-agent", "denosumab", "denosumab")``."""
+
+    cls: str
+    member: str
+    group: str  # "" in a class without groups
+
+
+@dataclass(frozen=True)
+class MedicationMember:
+    id: str
+    group: str  # bone-agent: bisphosphonate, denosumab or anabolic; "" elsewhere
+    codes: frozenset[str]  # RxNorm codes: its ingredients and every concept containing them
+    names: tuple[str, ...]  # ingredient and brand names, for the text fallback
+
+
+@dataclass(frozen=True)
+class MedicationClass:
+    """One ``rules/classes/<class>.yaml``: a dated snapshot of RxNorm codes, plus names."""
+
+    id: str
+    path: Path
+    snapshot_date: str
+    members: tuple[MedicationMember, ...]
+    not_members: frozenset[str]  # codes known NOT to be the class (so their text never decides)
+
+    @property
+    def codes(self) -> frozenset[str]:
+        return frozenset().union(*(m.codes for m in self.members))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for m in self.members for n in m.names)
+
+    def member(self, member_id: str) -> MedicationMember:
+        for member in self.members:
+            if member.id == member_id:
+                return member
+        raise KeyError(member_id)
+
+
+@dataclass(frozen=True)
+class Medications:
+    """The medication classes, with the lookups matching needs, built once per rule set."""
+
+    classes: dict[str, MedicationClass]
+    # Every RxNorm code the rule set knows -> its memberships (empty for a known non-member).
+    by_code: dict[str, frozenset[Membership]]
+    # A name's key (its words in lower case, joined by one space) -> its memberships.
+    by_name: dict[str, frozenset[Membership]]
+    # A name's first word -> the names starting with it, as word tuples, longest first.
+    name_starts: dict[str, tuple[tuple[str, ...], ...]]
+
+    def __getitem__(self, class_id: str) -> MedicationClass:
+        return self.classes[class_id]
+
+    def __contains__(self, class_id: object) -> bool:
+        return class_id in self.classes
+
+
 @dataclass(frozen=True)
 class DxaSite:
     name: str  # lumbar-spine, hip, femur, radius, calcaneus, unspecified
@@ -131,7 +191,7 @@ class RuleSet:
     override_reasons: tuple[OverrideReason, ...]
     snooze_days: int
     usable_status: dict[str, frozenset[str]]
-    medications: dict[str, tuple[frozenset[tuple[str, str]], tuple[str, ...]]]
+    medications: Medications
     observations: dict[str, frozenset[tuple[str, str]]]
     procedures: dict[str, frozenset[tuple[str, str]]]
     orders: dict[str, frozenset[tuple[str, str]]]

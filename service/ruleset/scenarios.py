@@ -75,7 +75,12 @@ def load_cases(root: Path) -> list[Case]:
     """Every case file below ``root`` (rules/<category>/<rule-id>/cases/*.yaml), sorted."""
     cases = []
     for path in sorted(root.glob("*/*/cases/*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else 1
+            raise ValueError(f"{path}:{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
         if not isinstance(data, dict) or not isinstance(data.get("request"), dict):
             raise ValueError(f"{path}:1: a case needs a request mapping")
         expect, forbid = data.get("expect") or [], data.get("forbid") or []

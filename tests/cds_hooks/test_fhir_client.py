@@ -104,7 +104,7 @@ def test_no_prefetch_at_all_fetches_every_key(client: TestClient) -> None:
     respx.get(url__startswith=f"{BASE}/Procedure").mock(return_value=httpx.Response(200, json=bundle()))
     req = with_fhir_server(order_sign("fc-3", e2=6.0), tuple(full["prefetch"]))
     assert codes(client.post(SIGN, json=req).json()) == expected
-    assert len(respx.calls) == 10
+    assert len(respx.calls) == len(full["prefetch"]) == 10
 
 
 @respx.mock

@@ -675,7 +675,7 @@ def test_extra_env_is_appended(render: Render) -> None:
 # ---- the rule set ------------------------------------------------------------------------------
 def repository_rule_files() -> dict[str, bytes]:
     root = REPO / "rules"
-    paths = [root / "ruleset.yaml", *sorted(root.glob("*/*/rule.yaml"))]
+    paths = [root / "ruleset.yaml", *sorted(root.glob("classes/*.yaml")), *sorted(root.glob("*/*/rule.yaml"))]
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in paths}
 
 
@@ -767,8 +767,13 @@ def test_existing_configmap_lists_its_own_rules(render: Render) -> None:
         {"rules": {"existingConfigMap": "clinical-rules", "existingConfigMapRules": ["monitoring/calcium"]}}
     )
     volume = next(v for v in server_pod(objects)["volumes"] if v["name"] == "rules")
+    classes = [
+        {"key": f"classes__{name}.yaml", "path": f"classes/{name}.yaml"}
+        for name in ("anastrozole", "bone-agent", "testosterone")
+    ]
     assert volume["configMap"]["items"] == [
         {"key": "ruleset.yaml", "path": "ruleset.yaml"},
+        *classes,
         {"key": "monitoring__calcium__rule.yaml", "path": "monitoring/calcium/rule.yaml"},
     ]
 

@@ -126,6 +126,25 @@ managed elsewhere lists its own rules, else the chart's copy.
 {{- end }}
 
 {{/*
+The medication class files of the chart's own copy, files/rules/classes/, as a JSON list of
+file names ("bone-agent.yaml"). A ConfigMap managed elsewhere holds the same classes.
+*/}}
+{{- define "osteoguard.classFiles" -}}
+{{- $names := list }}
+{{- range $path, $_ := .Files.Glob "files/rules/classes/*.yaml" }}
+{{- $names = append $names (base $path) }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
+
+{{/*
+The ConfigMap key of a medication class file: "bone-agent.yaml" becomes "classes__bone-agent.yaml".
+*/}}
+{{- define "osteoguard.classKey" -}}
+{{- printf "classes__%s" . }}
+{{- end }}
+
+{{/*
 The ConfigMap key of a rule folder: ConfigMap keys cannot hold "/", so
 "monitoring/baseline-dexa" becomes "monitoring__baseline-dexa__rule.yaml".
 */}}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cds_hooks.fhir import bundle_resources, reference_id
-from service.clinical.fhir import codings, parse_date, quantity, text_mentions
+from service.clinical.fhir import codings, parse_date, quantity
 
 
 @pytest.mark.parametrize(
@@ -85,9 +85,3 @@ def test_bundle_resources_skips_junk_and_accepts_a_bundle_without_type() -> None
         {"resourceType": "Patient", "id": "p"}
     ]
     assert list(bundle_resources({"resourceType": "Bundle", "entry": "nope"})) == []
-
-
-def test_text_mentions_matches_word_starts_only() -> None:
-    assert text_mentions(["Anastrozole 0.5 mg capsule"], ["anastrozole"])
-    assert text_mentions(["ARIMIDEX 1 mg"], ["arimidex"])
-    assert not text_mentions(["Nonanastrozole"], ["anastrozole"])

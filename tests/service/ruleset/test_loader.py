@@ -71,7 +71,11 @@ def test_adding_a_code_to_a_value_set_is_a_file_edit(rules_copy: Path) -> None:
     ]
     request["prefetch"]["testosterone"] = {"resourceType": "Bundle", "type": "searchset"}
     assert "testosterone-monitoring" not in fired_with(rules_copy, request)  # not known as testosterone
-    edit(rules_copy / "ruleset.yaml", 'rxnorm: ["835829",', 'rxnorm: ["999999", "835829",')
+    edit(
+        rules_copy / "classes/testosterone.yaml",
+        '      - {rxcui: "835829",',
+        '      - {rxcui: "999999", tty: SCD, display: "new testosterone"}\n      - {rxcui: "835829",',
+    )
     assert "testosterone-monitoring" in fired_with(rules_copy, request)
 
 

@@ -1,0 +1,71 @@
+"""Reading one rule-set file as YAML, and reporting its problems as ``file:line: message``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class Problems:
+    """Collects ``file:line: message`` problems while a file is checked."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self._file: Path | None = None
+        self._root: yaml.Node | None = None
+
+    def start(self, path: Path, root: yaml.Node | None) -> None:
+        self._file, self._root = path, root
+
+    def add(self, where: tuple[Any, ...], message: str) -> None:
+        line = line_of(self._root, where)
+        self.items.append(f"{self._file}:{line}: {message}")
+
+
+def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int:
+    """1-based line of the YAML node at ``path`` (or its nearest existing ancestor)."""
+    if node is None:
+        return 1
+    line = node.start_mark.line + 1
+    for step in path:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == step:
+                    child = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+            if 0 <= step < len(node.value):
+                child = node.value[step]
+        if child is None:
+            break
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
+
+# libyaml when PyYAML has it: the medication class files are ~100 kB, which the pure-Python
+# parser takes most of a second to read.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(path: Path, problems: Problems) -> Any:
+    """A file's YAML data; its node tree is kept in ``problems`` for line numbers (one parse)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        loader = _LOADER(text)
+        try:
+            root = loader.get_single_node()
+            problems.start(path, root)
+            return loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark else 1
+        problems.items.append(f"{path}:{line}: invalid YAML: {exc.problem}")
+    except OSError as exc:
+        problems.items.append(f"{path}:1: cannot read: {exc.strerror}")
+    return None
