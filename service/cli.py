@@ -192,7 +192,7 @@ def _print_case_explanation(explanation: object, rule_id: str, fired: list[str])
 
     assert isinstance(explanation, Explanation)
     explanation.rules = [r for r in explanation.rules if r.id == rule_id] or explanation.rules
-    explanation.service = explanation.hook = "scenario case"
+    explanation.service, explanation.hook = "scenario case", rule_id
     text = explanation.render(identifying=False)
     print("\n".join(f"     | {line}" for line in text.splitlines()))
     print(f"     | fired rules: {', '.join(fired) or 'none'}")

@@ -15,6 +15,7 @@ explanation can never quietly describe different logic from the one that ran.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,6 +97,8 @@ def check(expr: Mapping[str, Any], fields: Mapping[str, Any]) -> Check:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # quoted: comparator = "=" reads as text
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

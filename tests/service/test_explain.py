@@ -84,7 +84,7 @@ def test_a_check_says_what_it_tested_and_what_the_fact_held() -> None:
     assert found == Check(
         "all of",
         False,
-        parts=(Check("kind = bone", True, "kind", "bone"), Check("tscore <= -2.5", False, "tscore", -1.7)),
+        parts=(Check('kind = "bone"', True, "kind", "bone"), Check("tscore <= -2.5", False, "tscore", -1.7)),
     )
 
 
@@ -96,7 +96,7 @@ def test_explain_shows_facts_with_their_sources_conditions_and_cards(
     assert "Rule bmd-decline: FIRED (variant male-on-testosterone-spine)" in out
     assert "from: Observation/bmd-new, Observation/bmd-old" in out
     assert "true  loss_pct >= 5.3  (fact: 7)" in out
-    assert "false site = hip  (fact: lumbar-spine)" in out
+    assert 'false site = "hip"  (fact: "lumbar-spine")' in out
     assert "[info] bmd-decline: Lumbar spine BMD 1.000 g/cm² to 0.930 g/cm² (-7.0 %)" in out
     assert "Rule vitamin-d" not in out
 
