@@ -163,6 +163,10 @@ def _fact(record: PatientRecord, older: Bmd, newer: Bmd) -> Fact:
         "newer_date": newer.when.text,
         "newer_source": ref(newer.resource),
         "source": ref(newer.resource),
+        # What a snooze's evidence fingerprint rests on: both results, their values and dates.
+        "sources": f"{ref(older.resource)}, {ref(newer.resource)}",
+        "value": f"{older.value:.3f} to {newer.value:.3f} g/cm²",
+        "date": f"{older.when.text} to {newer.when.text}",
         "change": f"{sign}{change:.3f} g/cm²",
         "change_pct": f"{sign}{change_pct:.1f} %",
         "loss_pct": f"{abs(change_pct):.1f}",

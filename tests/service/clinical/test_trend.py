@@ -124,3 +124,23 @@ def test_an_increase_has_a_negative_loss_and_largest_loss_comes_first(ruleset: R
         bmd("d", RADIUS, 0.6, 10),
     )
     assert [(f["site"], f["loss_pct"]) for f in found] == [("radius", 14.29), ("lumbar-spine", -10.0)]
+
+
+def test_the_evidence_names_both_results_for_the_card_and_the_snooze(ruleset: RuleSet) -> None:
+    data = PatientData(
+        "p1",
+        {"resourceType": "Patient", "id": "p1"},
+        [bmd("a", SPINE, 1.0, 500), bmd("b", SPINE, 0.93, 100)],
+        [],
+        "order-sign",
+    )
+    [fact] = trend_facts(PatientRecord(ruleset, data, TODAY))
+    evidence = fact.evidence
+    assert (evidence["older"], evidence["newer"], evidence["change"], evidence["change_pct"]) == (
+        "1.000 g/cm²",
+        "0.930 g/cm²",
+        "-0.070 g/cm²",
+        "-7.0 %",
+    )
+    assert evidence["sources"] == "Observation/a, Observation/b"
+    assert evidence["site"] == "Lumbar spine" and evidence["device"] == "Device/dxa-1"
