@@ -151,7 +151,11 @@ def _fact(record: PatientRecord, older: Bmd, newer: Bmd) -> Fact:
     }
     site = SITE_NAMES[newer.site] + ("" if newer.side == "unstated" else f", {newer.side}")
     sign = "+" if change > 0 else ""
-    device = newer.device if not calibrated else f"{older.device} and {newer.device} (cross-calibrated)"
+    device = (
+        f"the same DXA system ({newer.device})"
+        if not calibrated
+        else f"two cross-calibrated DXA systems ({older.device}, then {newer.device})"
+    )
     evidence: dict[str, Any] = {
         "count": 1,
         "site": site,

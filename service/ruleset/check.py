@@ -133,7 +133,10 @@ SAMPLE_EVIDENCE: dict[str, dict[str, Any]] = {
         "loss_pct": "10.55",
         "days_apart": 1234,
         "months_apart": "40.5",
-        "device": "urn:example:dxa|scanner-0001 and urn:example:dxa|scanner-0002 (cross-calibrated)",
+        "device": (
+            "two cross-calibrated DXA systems (urn:example:dxa|scanner-0001, "
+            "then urn:example:dxa|scanner-0002)"
+        ),
     },
 }
 

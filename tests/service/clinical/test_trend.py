@@ -143,4 +143,4 @@ def test_the_evidence_names_both_results_for_the_card_and_the_snooze(ruleset: Ru
         "-7.0 %",
     )
     assert evidence["sources"] == "Observation/a, Observation/b"
-    assert evidence["site"] == "Lumbar spine" and evidence["device"] == "Device/dxa-1"
+    assert evidence["site"] == "Lumbar spine" and evidence["device"] == "the same DXA system (Device/dxa-1)"
