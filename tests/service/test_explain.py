@@ -165,3 +165,17 @@ def test_rules_test_explain_shows_a_failing_case_without_patient_data(
 def test_explain_today_is_the_day_given() -> None:
     explanation = Explanation("s", "order-sign", date(2026, 11, 28), "x 1")
     assert explanation.render().startswith("s (order-sign), as of 2026-11-28, rule set x 1")
+
+
+def test_a_disagreement_with_the_engine_would_be_shown() -> None:
+    from service.explain import AliasView, RuleView, VariantView
+
+    explanation = Explanation("s", "order-sign", date(2026, 11, 28), "x 1")
+    explanation.rules = [
+        RuleView("r", "R", (VariantView("v", True, False, (AliasView("a", "bone", True, ()),)),))
+    ]
+    assert explanation.disagreements() == ["r/v"]
+    text = explanation.render()
+    assert "variant v: fires (but the engine did not fire it)" in text
+    assert "no bone fact was asserted" in text
+    assert explanation.as_json(identifying=False)["cards"] == []
