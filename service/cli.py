@@ -1,4 +1,4 @@
-"""The ``osteoguard`` command: serve, evaluate, rules check|test, db upgrade, feedback report."""
+"""The ``osteoguard`` command: serve, evaluate, explain, rules check|test, db upgrade, feedback report."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from service.settings import get_settings
 if TYPE_CHECKING:
     from cds_hooks.models import CdsResponse
     from service.pipeline.registry import Registry
+    from service.ruleset.scenarios import Observer
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -83,7 +84,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _call_with_fhir(registry: Registry, service_id: str, payload: object) -> CdsResponse:
+async def _call_with_fhir(
+    registry: Registry, service_id: str, payload: object, observe: Observer | None = None
+) -> CdsResponse:
     """Call the service; data missing from the file is fetched from its fhirServer, if any."""
     from cds_hooks.fhir_client import FhirFetcher
     from service.app import new_http_client
@@ -91,7 +94,48 @@ async def _call_with_fhir(registry: Registry, service_id: str, payload: object) 
     budget = get_settings().fhir_timeout_s
     async with new_http_client(budget) as http:
         registry.fetcher = FhirFetcher(http, budget)
-        return await registry.call(service_id, payload)
+        return await registry.call(service_id, payload, observe=observe)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from service.errors import ServiceError
+    from service.explain import Explanation
+
+    try:
+        payload = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except OSError as exc:
+        print(f"osteoguard explain: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        print(f"osteoguard explain: {args.file} is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
+        registry = _registry(today=args.today)
+        if args.rule and args.rule not in {r.id for r in registry.ruleset.rules}:
+            print(f"osteoguard explain: no rule {args.rule!r} in the rule set", file=sys.stderr)
+            return 2
+        hook = payload.get("hook") if isinstance(payload, dict) else None
+        service = registry.service_for_hook(str(hook))
+        explanation = Explanation(
+            service.id, service.hook, registry.today(), f"{registry.ruleset.name} {registry.ruleset.version}"
+        )
+        response = asyncio.run(_call_with_fhir(registry, service.id, payload, explanation.observe))
+    except ServiceError as exc:
+        print(f"osteoguard explain: {exc.status_code}: {exc.message}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # an internal error must still not print a traceback with patient data
+        print(f"osteoguard explain: internal error ({type(exc).__name__})", file=sys.stderr)
+        return 1
+    explanation.cards = list(response.cards)
+    if not explanation.facts:
+        explanation.outcome = "the call is not about anastrozole, or the patient is deceased (no cards)"
+    if args.rule:
+        explanation.only(args.rule)
+    if args.json:
+        print(json.dumps(explanation.as_json(), indent=2, ensure_ascii=False))
+    else:
+        print(explanation.render(), end="")
+    return 0
 
 
 def _rules_dir(args: argparse.Namespace) -> Path:
@@ -125,14 +169,33 @@ def _rules_test(args: argparse.Namespace) -> int:
         return 1
     failed = 0
     for case in cases:
-        outcome = asyncio.run(run_case(case, registry))
+        explanation = None
+        if args.explain:
+            from service.explain import Explanation
+
+            explanation = Explanation("", "", registry.today(), registry.ruleset.version)
+        outcome = asyncio.run(run_case(case, registry, explanation.observe if explanation else None))
         mark = "PASS" if outcome.ok else "FAIL"
         print(f"{mark} {case.rule_id}/{case.path.stem}: {case.title}")
         for problem in outcome.problems:
             print(f"     {case.path}: {problem} (fired: {', '.join(outcome.fired) or 'nothing'})")
+        if explanation is not None and not outcome.ok:
+            _print_case_explanation(explanation, case.rule_id, outcome.fired)
         failed += not outcome.ok
     print(f"{len(cases) - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def _print_case_explanation(explanation: object, rule_id: str, fired: list[str]) -> None:
+    """A failing case's explanation, for its own rule, without what identifies the patient."""
+    from service.explain import Explanation
+
+    assert isinstance(explanation, Explanation)
+    explanation.rules = [r for r in explanation.rules if r.id == rule_id] or explanation.rules
+    explanation.service, explanation.hook = "scenario case", rule_id
+    text = explanation.render(identifying=False)
+    print("\n".join(f"     | {line}" for line in text.splitlines()))
+    print(f"     | fired rules: {', '.join(fired) or 'none'}")
 
 
 def _rules_export_chart(args: argparse.Namespace) -> int:
@@ -194,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate as of this date (YYYY-MM-DD) instead of today, e.g. to replay a logged call",
     )
     evaluate.set_defaults(func=_evaluate)
+    explain = sub.add_parser(
+        "explain", help="evaluate one request file and show, per rule, the facts and each condition"
+    )
+    explain.add_argument("file")
+    explain.add_argument("--today", type=date.fromisoformat, help="evaluate as of this date (YYYY-MM-DD)")
+    explain.add_argument("--rule", help="explain only this rule id")
+    explain.add_argument("--json", action="store_true", help="JSON for tools instead of text")
+    explain.set_defaults(func=_explain)
     rules = sub.add_parser("rules", help="validate or test the rule set")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     check = rules_sub.add_parser("check", help="validate rule files")
@@ -201,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_rules_check)
     test = rules_sub.add_parser("test", help="run the rule scenario fixtures")
     test.add_argument("dir", nargs="?")
+    test.add_argument(
+        "--explain",
+        action="store_true",
+        help="for a failing case, print why its rule did or did not fire (no patient-identifying data)",
+    )
     test.set_defaults(func=_rules_test)
     export_chart = rules_sub.add_parser(
         "export-chart", help="copy the rule set into the Helm chart (helm/osteoguard/files/rules)"

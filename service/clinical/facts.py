@@ -24,6 +24,7 @@ from service.clinical.labs import ASSAY_NAMES, read, shown
 from service.clinical.medications import is_medication
 from service.clinical.record import PatientData as PatientData
 from service.clinical.record import PatientRecord, ref
+from service.clinical.trend import trend_facts
 from service.ruleset.model import RuleSet
 from service.ruleset.schema import Fact
 
@@ -216,4 +217,5 @@ class FactBuilder:
             self.dxa(record),
             self.bone(record),
             safety_fact(record),
+            *trend_facts(record),
         ]

@@ -167,11 +167,19 @@ class Registry:
                 return service
         raise RequestError(f"no Osteoguard service answers the hook {hook!r}")
 
-    async def call(self, service_id: str, payload: Any, *, docs_base: str | None = None) -> CdsResponse:
+    async def call(
+        self,
+        service_id: str,
+        payload: Any,
+        *,
+        docs_base: str | None = None,
+        observe: Callable[[Call, list[Fact], list[Firing]], None] | None = None,
+    ) -> CdsResponse:
         """Answer one hook call (``payload`` is the parsed JSON body).
 
         ``docs_base``: where this call's cards link for the rule documentation (default: the
-        registry's).
+        registry's). ``observe``: told the facts and the engine's firings of this call, once
+        evaluated (``osteoguard explain``); it does not change the answer.
         """
         call = self.validate(self.look_up(service_id), payload, docs_base)
         if not await self.about_anastrozole(call):
@@ -181,6 +189,8 @@ class Registry:
             return CdsResponse(cards=[])  # SPEC §3: a deceased patient gets no cards
         facts = self.derive_facts(call, patient)
         firings = self.evaluate(call, facts)
+        if observe is not None:
+            observe(call, facts, firings)
         cards = self.build_cards(call, facts, firings)
         return CdsResponse(cards=self.record(call, cards))
 

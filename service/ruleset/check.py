@@ -115,6 +115,30 @@ SAMPLE_EVIDENCE: dict[str, dict[str, Any]] = {
             "major osteoporotic 25.5 % (2026-11-28, Observation/frax-2)"
         ),
     },
+    "bmd_trend": {
+        "count": 1,
+        "site": "Femoral neck, right",
+        "site_display": "DXA Hip - right [Mass/Area] Bone density",
+        "older": "1.2345 g/cm²",
+        "older_date": "2026-11-28",
+        "older_source": "Observation/bmd-result-0001",
+        "newer": "1.1234 g/cm²",
+        "newer_date": "2026-11-29",
+        "newer_source": "Observation/bmd-result-0002",
+        "source": "Observation/bmd-result-0002",
+        "sources": "Observation/bmd-result-0001, Observation/bmd-result-0002",
+        "value": "1.235 to 1.123 g/cm²",
+        "date": "2026-11-28 to 2026-11-29",
+        "change": "-0.1111 g/cm²",
+        "change_pct": "-10.55 %",
+        "loss_pct": "10.55",
+        "days_apart": 1234,
+        "months_apart": "40.5",
+        "device": (
+            "two cross-calibrated DXA systems (urn:example:dxa|scanner-0001, "
+            "then urn:example:dxa|scanner-0002)"
+        ),
+    },
 }
 
 

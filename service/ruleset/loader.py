@@ -345,6 +345,7 @@ REQUIRED_PARAMS = (
     "vitamin_d_gate_window_days",
     "calcium_low_mg_dl",
     "calcium_ionized_low_mmol_l",
+    "bmd_trend_min_interval_days",
 )
 
 

@@ -169,6 +169,10 @@ class ClinicalTerms:
     immunoassay: tuple[str, ...] = ()
     immunoassay_codes: frozenset[tuple[str, str]] = frozenset()
     preferred: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
+    # DXA result codes that name a side (the left / right hip BMD codes).
+    dxa_sides: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Groups of DXA devices a cross-calibration makes comparable (device keys, see trend.py).
+    cross_calibrations: tuple[frozenset[str], ...] = ()
 
 
 @dataclass(frozen=True)

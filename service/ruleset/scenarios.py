@@ -17,6 +17,7 @@ Dates are relative so lookback windows never rot (``{{today}}``, ``{{today-180d}
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -26,6 +27,9 @@ import yaml
 
 from service.errors import ServiceError
 from service.pipeline.registry import Registry
+from service.ruleset.schema import Fact, Firing
+
+Observer = Callable[[Any, list[Fact], list[Firing]], None]
 
 _DATE_TOKEN = re.compile(r"\{\{today(?:([+-])(\d+)d)?\}\}")
 
@@ -106,13 +110,16 @@ def load_cases(root: Path) -> list[Case]:
     return cases
 
 
-async def run_case(case: Case, registry: Registry) -> Outcome:
-    """Evaluate one case through the full pipeline and compare fired rule ids."""
+async def run_case(case: Case, registry: Registry, observe: Observer | None = None) -> Outcome:
+    """Evaluate one case through the full pipeline and compare fired rule ids.
+
+    ``observe`` is told the call's facts and firings (``osteoguard rules test --explain``).
+    """
     outcome = Outcome(case)
     request = roll_dates(case.request, registry.today())
     service = case.service or registry.service_for_hook(str(request.get("hook"))).id
     try:
-        response = await registry.call(service, request)
+        response = await registry.call(service, request, observe=observe)
     except ServiceError as exc:
         outcome.problems.append(f"request failed: {exc.status_code} {exc.message}")
         return outcome

@@ -85,12 +85,29 @@ FACT_FIELDS: Final[dict[str, dict[str, str]]] = {
         "vitd_ordered": FLAG,
         "unknown": NUMBER,  # how many of the three are unknown
     },
+    # Serial BMD (g/cm², never T-scores): one fact per comparable series (same central site,
+    # side and device, or a declared cross-calibration), the newest result against the latest
+    # one at least ``bmd_trend_min_interval_days`` older. ``count: 0`` (and nothing else) when
+    # no two results can be compared. Several facts of this kind may be asserted.
+    "bmd_trend": {
+        "count": NUMBER,  # 1: this fact is a comparison; 0: none is possible
+        "site": TEXT,  # lumbar-spine | hip | femur (femoral neck) | radius (optional)
+        "side": TEXT,  # left | right | unstated (optional)
+        "days_apart": NUMBER,  # between the two results (optional)
+        "days_ago": NUMBER,  # of the newer result (optional)
+        "change": NUMBER,  # newer minus older, g/cm² (negative: lower) (optional)
+        "change_pct": NUMBER,  # the same as a percentage of the older value (optional)
+        "loss_pct": NUMBER,  # -change_pct: positive when the newer is lower (optional)
+        "cross_calibrated": FLAG,  # different devices under a declared cross-calibration (optional)
+    },
 }
 
 TEXT_VALUES: Final[dict[str, frozenset[str]]] = {
     "hook": frozenset({"order-select", "order-sign", "patient-view", "medication-refill"}),
     "sex": frozenset({"male", "female", "other", "unknown"}),
     "comparator": frozenset({"=", "<", "<=", ">", ">="}),
+    "site": frozenset({"lumbar-spine", "hip", "femur", "radius"}),
+    "side": frozenset({"left", "right", "unstated"}),
 }
 
 

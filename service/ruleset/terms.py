@@ -61,7 +61,50 @@ def parse_terms(head: dict[str, Any], code_set: CodeSet, add: Add) -> ClinicalTe
             else frozenset()
         ),
         preferred={str(n): code_set(c, ("preferred", n)) for n, c in preferred_spec.items()},
+        dxa_sides=_sides(head.get("dxa_sides"), code_set, add),
+        cross_calibrations=_cross_calibrations(head.get("bmd_cross_calibrations"), add),
     )
+
+
+def _sides(spec: Any, code_set: CodeSet, add: Add) -> dict[tuple[str, str], str]:
+    """``dxa_sides: {left: {loinc: [...]}, right: {...}}``: result codes that name a side."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict) or not set(spec) <= {"left", "right"}:
+        add(("dxa_sides",), "dxa_sides maps left and right to code lists")
+        return {}
+    return {pair: str(side) for side, codes in spec.items() for pair in code_set(codes, ("dxa_sides", side))}
+
+
+def _cross_calibrations(spec: Any, add: Add) -> tuple[frozenset[str], ...]:
+    """``bmd_cross_calibrations``: each ``{devices: [key, key, ...], study: text}``.
+
+    A declaration says an in-vivo cross-calibration was done between these DXA systems, so
+    their BMD results may be compared with one another.
+    """
+    if spec is None:
+        return ()
+    groups = []
+    if not isinstance(spec, list):
+        add(("bmd_cross_calibrations",), "bmd_cross_calibrations must be a list")
+        return ()
+    for i, item in enumerate(spec):
+        devices = item.get("devices") if isinstance(item, dict) else None
+        study = item.get("study") if isinstance(item, dict) else None
+        if (
+            not isinstance(devices, list)
+            or len(devices) < 2
+            or not all(isinstance(d, str) and d.strip() for d in devices)
+            or not isinstance(study, str)
+            or not study.strip()
+        ):
+            add(
+                ("bmd_cross_calibrations", i),
+                "a cross-calibration needs devices: [two or more device keys] and study: what was done",
+            )
+            continue
+        groups.append(frozenset(d.strip() for d in devices))
+    return tuple(groups)
 
 
 def _positive(value: Any) -> bool:

@@ -77,7 +77,7 @@ def test_evaluate_missing_file_is_exit_2(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_rules_check_passes_on_the_packaged_rules(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "check"]) == 0
-    assert "8 rules OK" in capsys.readouterr().out
+    assert "9 rules OK" in capsys.readouterr().out
 
 
 def test_rules_check_reports_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

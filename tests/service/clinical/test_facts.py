@@ -30,10 +30,11 @@ def data(
 
 def test_every_kind_is_asserted_even_when_absent(ruleset: RuleSet) -> None:
     facts = FactBuilder(ruleset, TODAY).build(data([]))
-    kinds = ["context", "estradiol", "vitamin_d", "testosterone", "dxa", "bone", "safety"]
+    kinds = ["context", "estradiol", "vitamin_d", "testosterone", "dxa", "bone", "safety", "bmd_trend"]
     assert [f.kind for f in facts] == kinds
-    assert all(f.fields["count"] == 0 for f in facts[1:-1])
-    assert facts[-1].fields["unknown"] == 3
+    assert all(f.fields["count"] == 0 for f in facts[1:-2])
+    assert facts[-2].fields["unknown"] == 3
+    assert facts[-1].fields == {"count": 0}
 
 
 def test_estradiol_pmol_is_normalised_to_pg_ml(ruleset: RuleSet) -> None:
