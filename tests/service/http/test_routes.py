@@ -28,12 +28,13 @@ def fired(body: dict[str, Any]) -> list[str]:
 
 
 # ---- discovery ---------------------------------------------------------------------------
-def test_discovery_lists_the_three_services(client: TestClient) -> None:
+def test_discovery_lists_the_four_services(client: TestClient) -> None:
     body = client.get("/cds-services").json()
     assert {(s["id"], s["hook"]) for s in body["services"]} == {
         ("anastrozole-bone-order-select", "order-select"),
         ("anastrozole-bone-order-sign", "order-sign"),
         ("anastrozole-bone-patient-view", "patient-view"),
+        ("anastrozole-bone-medication-refill", "medication-refill"),
     }
     for service in body["services"]:
         assert set(service["prefetch"]) == set(PREFETCH_KEYS)
