@@ -155,15 +155,21 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _feedback_report(args: argparse.Namespace) -> int:
+    from service.errors import RuleSetError
+    from service.ruleset.loader import load_ruleset
     from service.settings import patient_hash_key
     from service.store.database import Store
-    from service.store.report import build_report, render_table
+    from service.store.report import build_report, reason_displays, render_table
 
     settings = get_settings()
+    try:  # the override reasons' display text (clients may send back only system and code)
+        displays = reason_displays(load_ruleset(settings.rules_dir))
+    except RuleSetError:
+        displays = {}
     store = Store(settings.database_url, patient_hash_key(settings))
     try:
         store.open()
-        reports = build_report(store, args.since)
+        reports = build_report(store, args.since, displays)
     finally:
         store.close()
     if args.json:
