@@ -30,6 +30,7 @@ from service.pipeline.services import SERVICES
 from service.pipeline.warmup import warm_up
 from service.ruleset.docs import docs_base
 from service.ruleset.loader import load_ruleset
+from service.ruleset.model import RuleSet
 from service.ruleset.reload import RuleReloader
 from service.settings import Settings, get_settings, patient_hash_key
 from service.store.audit import AuditWriter
@@ -65,35 +66,41 @@ async def _forget_expired_tokens(
             log.warning("token housekeeping failed", extra={"error": type(exc).__name__})
 
 
+def load_trust(settings: Settings, ruleset: RuleSet) -> TrustFile:
+    """The trusted-clients file with its per-client settings (SPEC §1, §8), checked against the
+    rule set; with auth off it is optional and only its ``defaults:`` matter."""
+    trust = TrustFile({})
+    if settings.auth == "jwt":
+        if settings.trusted_clients is None:
+            raise TrustedClientsError(
+                "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_TRUSTED_CLIENTS (the trusted-clients file); "
+                "set OSTEOGUARD_AUTH=off only for local testing"
+            )
+        trust = load_trust_file(settings.trusted_clients)
+    elif settings.trusted_clients is not None:  # its `defaults:` apply to every call
+        trust = load_trust_file(settings.trusted_clients, require_clients=False)
+    unknown = unknown_rule_ids(trust, {rule.id for rule in ruleset.rules})
+    if unknown:
+        raise TrustedClientsError(
+            f"{settings.trusted_clients}: settings switch unknown rule id(s) {', '.join(unknown)} "
+            f"(rule set {ruleset.name} {ruleset.version} has: {', '.join(r.id for r in ruleset.rules)})"
+        )
+    return trust
+
+
 def create_app(settings: Settings | None = None, now: Callable[[], datetime] = utc_now) -> FastAPI:
     """Build the app. The rule set is loaded (and must validate) when the lifespan starts."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        clients = None
-        trust = TrustFile({})
-        if settings.auth == "jwt":
-            if settings.trusted_clients is None:
-                raise TrustedClientsError(
-                    "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_TRUSTED_CLIENTS (the trusted-clients file); "
-                    "set OSTEOGUARD_AUTH=off only for local testing"
-                )
-            trust = load_trust_file(settings.trusted_clients)
-            clients = trust.clients
-        else:
+        if settings.auth == "off":
             log.warning(
                 "OSTEOGUARD_AUTH=off: CDS calls are NOT authenticated. Never expose this to a network."
             )
-            if settings.trusted_clients is not None:  # its `defaults:` apply to every call
-                trust = load_trust_file(settings.trusted_clients, require_clients=False)
         ruleset = load_ruleset(settings.rules_dir)
-        unknown = unknown_rule_ids(trust, {rule.id for rule in ruleset.rules})
-        if unknown:
-            raise TrustedClientsError(
-                f"{settings.trusted_clients}: settings switch unknown rule id(s) {', '.join(unknown)} "
-                f"(rule set {ruleset.name} {ruleset.version} has: {', '.join(r.id for r in ruleset.rules)})"
-            )
+        trust = load_trust(settings, ruleset)
+        clients = trust.clients if settings.auth == "jwt" else None
         app.state.trust = trust
         store = Store(settings.database_url, patient_hash_key(settings))
         await anyio.to_thread.run_sync(store.open)  # applies migrations

@@ -24,6 +24,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    problem = _settings_problem()
+    if problem is not None:  # one clear line and exit 2, not uvicorn's traceback (SPEC §1, §8)
+        print(f"osteoguard serve: {problem}", file=sys.stderr)
+        return 2
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -37,6 +41,20 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=20,
     )
     return 0
+
+
+def _settings_problem() -> str | None:
+    """What is wrong with the rules folder or the trusted-clients file and its settings, if anything."""
+    from cds_hooks.errors import ConfigurationError
+    from service.app import load_trust
+    from service.ruleset.loader import load_ruleset
+
+    settings = get_settings()
+    try:
+        load_trust(settings, load_ruleset(settings.rules_dir))
+    except ConfigurationError as exc:
+        return " ".join(exc.message.split())
+    return None
 
 
 def _registry(rules_dir: Path | None = None, today: date | None = None) -> Registry:
