@@ -100,3 +100,8 @@ def test_unknown_fields_and_wrong_values_are_not_invented_away() -> None:
 def test_first_problem_names_the_field() -> None:
     assert first_problem(med_request(authoredOn="yesterday")) == "`authoredOn` is not valid FHIR R4"
     assert first_problem(med_request()) is None
+
+
+def test_a_draft_with_a_huge_integer_is_still_copied() -> None:
+    fixed, _ = repair(med_request(category={"text": "x"}, extension=[{"url": "u", "valueInteger": 10**30}]))
+    assert fixed["extension"][0]["valueInteger"] == 10**30 and fixed["category"] == [{"text": "x"}]
