@@ -166,6 +166,7 @@ SERVICE_FOR_HOOK = {
     "order-select": "anastrozole-bone-order-select",
     "order-sign": "anastrozole-bone-order-sign",
     "patient-view": "anastrozole-bone-patient-view",
+    "medication-refill": "anastrozole-bone-medication-refill",
 }
 
 
