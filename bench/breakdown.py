@@ -117,6 +117,9 @@ async def steps(registry: Registry, service_id: str, body: bytes) -> list[tuple[
     async def gather() -> None:
         await registry.gather(call)
 
+    async def record() -> None:
+        await registry.record(call, list(cards))
+
     return [
         ("  JSON parsing (orjson)", measure(lambda: orjson.loads(body))),
         ("  validate", measure(fresh)),
@@ -125,7 +128,7 @@ async def steps(registry: Registry, service_id: str, body: bytes) -> list[tuple[
         ("  facts from FHIR", measure(lambda: registry.derive_facts(fresh(), patient)) - measure(fresh)),
         ("  the rules (durable_rules)", measure(lambda: registry.evaluate(call, facts))),
         ("  the card", measure(lambda: registry.build_cards(call, facts, firings))),
-        ("  record (snoozes, audit queue)", measure(lambda: registry.record(call, list(cards)))),
+        ("  record (snoozes, audit queue)", await measure_async(record)),
         ("  response serialisation", measure(lambda: orjson.dumps(to_json_dict(response)))),
     ]
 

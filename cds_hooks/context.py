@@ -3,6 +3,9 @@
 * ``order-select``: a MedicationRequest in ``draftOrders`` that ``selections`` points to.
 * ``order-sign``: any MedicationRequest in ``draftOrders``.
 * ``patient-view``: an active MedicationRequest in the ``medications`` prefetch.
+* ``medication-refill`` (CDS Hooks library, 0.1.0): any MedicationRequest in
+  ``context.medications``, the Bundle of the orders being refilled. They play the part the
+  drafts play in the order hooks: an ``update`` acts on the refilled order.
 
 Strict about what the rules read (``patientId``, ``selections``, ``draftOrders``), lenient
 about the rest: a draft order with no medication yet is simply not anastrozole.
@@ -16,7 +19,7 @@ from typing import Any
 
 from cds_hooks.errors import RequestError
 from cds_hooks.fhir import belongs_to, bundle_resources, text
-from cds_hooks.vocabulary import ORDER_HOOKS
+from cds_hooks.vocabulary import MEDICATION_REFILL, ORDER_HOOKS, ORDER_SELECT
 
 # A draft order is live unless the client says otherwise: drafts may omit status (the public
 # sandbox does), while on-hold/cancelled/entered-in-error drafts are not going to be given.
@@ -36,6 +39,7 @@ class HookContext:
     patient_id: str
     drafts: list[dict[str, Any]] = field(default_factory=list)
     selections: list[str] = field(default_factory=list)
+    encounter_id: str | None = None  # context.encounterId, when the client sends one
 
 
 def _require_str(context: dict[str, Any], key: str) -> str:
@@ -50,19 +54,26 @@ def parse_context(hook: str, context: dict[str, Any]) -> HookContext:
     patient_id = _require_str(context, "patientId")
     if not _FHIR_ID.match(patient_id):
         raise RequestError("context.patientId is not a valid FHIR id ([A-Za-z0-9-.], at most 64)")
+    encounter = context.get("encounterId")
+    encounter_id = encounter if isinstance(encounter, str) and encounter.strip() else None
+    if hook == MEDICATION_REFILL:
+        refills = context.get("medications")
+        if not isinstance(refills, dict) or refills.get("resourceType") != "Bundle":
+            raise RequestError("context.medications is required and must be a FHIR Bundle")
+        return HookContext(hook, patient_id, bundle_resources(refills), encounter_id=encounter_id)
     if hook not in ORDER_HOOKS:
-        return HookContext(hook, patient_id)
+        return HookContext(hook, patient_id, encounter_id=encounter_id)
     draft_orders = context.get("draftOrders")
     if not isinstance(draft_orders, dict) or draft_orders.get("resourceType") != "Bundle":
         raise RequestError("context.draftOrders is required and must be a FHIR Bundle")
     drafts = bundle_resources(draft_orders)
     selections: list[str] = []
-    if hook == "order-select":
+    if hook == ORDER_SELECT:
         raw = context.get("selections")
         if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
             raise RequestError("context.selections is required and must be an array of strings")
         selections = raw
-    return HookContext(hook, patient_id, drafts, selections)
+    return HookContext(hook, patient_id, drafts, selections, encounter_id)
 
 
 def _matches_selection(resource: dict[str, Any], selections: list[str]) -> bool:
@@ -76,13 +87,14 @@ def _matches_selection(resource: dict[str, Any], selections: list[str]) -> bool:
 def candidate_orders(ctx: HookContext) -> list[dict[str, Any]]:
     """The live draft MedicationRequests for this patient that the call is about.
 
-    order-select: only the selected ones; order-sign: all of them.
+    order-select: only the selected ones; order-sign: all of them; medication-refill: every
+    one being refilled.
     """
     meds = [
         r
         for r in ctx.drafts
         if r.get("resourceType") == "MedicationRequest" and is_live_draft(r) and belongs_to(r, ctx.patient_id)
     ]
-    if ctx.hook == "order-select":
+    if ctx.hook == ORDER_SELECT:
         return [r for r in meds if _matches_selection(r, ctx.selections)]
     return meds

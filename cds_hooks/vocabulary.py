@@ -14,6 +14,9 @@ MEDICATION_REFILL = "medication-refill"
 
 # Hooks whose context carries the clinician's draft orders (context.draftOrders).
 ORDER_HOOKS = (ORDER_SELECT, ORDER_SIGN)
+# Hooks whose context carries the orders the call is about: the drafts, or (medication-refill)
+# the MedicationRequests being refilled (context.medications).
+ACTING_HOOKS = (*ORDER_HOOKS, MEDICATION_REFILL)
 
 # Spec: "summary ... SHALL be less than 140 characters".
 SUMMARY_MAX_CHARS = 139

@@ -11,25 +11,26 @@ from datetime import datetime
 import anyio
 import httpx
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from cds_hooks.errors import TrustedClientsError
 from cds_hooks.fhir_client import FhirFetcher
 from cds_hooks.jwt import Verifier
 from cds_hooks.keysets import KeyStore
-from cds_hooks.trust import load_trusted_clients
+from cds_hooks.trust import TrustFile, load_trust_file, unknown_rule_ids
 from service.engine.adapter import RuleEngine
 from service.http import handlers
+from service.http.cors import LoggedCORS
 from service.http.edge import Edge
 from service.http.routes import ops_router, router
 from service.http.ruledocs import docs_router
-from service.metrics import RULESET, count_fhir_fetch
+from service.metrics import RULESET, count_fhir_fetch, count_not_offered, count_withheld
 from service.pipeline.record import Recorder
 from service.pipeline.registry import Registry, utc_now
 from service.pipeline.services import SERVICES
 from service.pipeline.warmup import warm_up
 from service.ruleset.docs import docs_base
 from service.ruleset.loader import load_ruleset
+from service.ruleset.model import RuleSet
 from service.ruleset.reload import RuleReloader
 from service.settings import Settings, get_settings, patient_hash_key
 from service.store.audit import AuditWriter
@@ -65,25 +66,42 @@ async def _forget_expired_tokens(
             log.warning("token housekeeping failed", extra={"error": type(exc).__name__})
 
 
+def load_trust(settings: Settings, ruleset: RuleSet) -> TrustFile:
+    """The trusted-clients file with its per-client settings (SPEC §1, §8), checked against the
+    rule set; with auth off it is optional and only its ``defaults:`` matter."""
+    trust = TrustFile({})
+    if settings.auth == "jwt":
+        if settings.trusted_clients is None:
+            raise TrustedClientsError(
+                "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_TRUSTED_CLIENTS (the trusted-clients file); "
+                "set OSTEOGUARD_AUTH=off only for local testing"
+            )
+        trust = load_trust_file(settings.trusted_clients)
+    elif settings.trusted_clients is not None:  # its `defaults:` apply to every call
+        trust = load_trust_file(settings.trusted_clients, require_clients=False)
+    unknown = unknown_rule_ids(trust, {rule.id for rule in ruleset.rules})
+    if unknown:
+        raise TrustedClientsError(
+            f"{settings.trusted_clients}: settings switch unknown rule id(s) {', '.join(unknown)} "
+            f"(rule set {ruleset.name} {ruleset.version} has: {', '.join(r.id for r in ruleset.rules)})"
+        )
+    return trust
+
+
 def create_app(settings: Settings | None = None, now: Callable[[], datetime] = utc_now) -> FastAPI:
     """Build the app. The rule set is loaded (and must validate) when the lifespan starts."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        clients = None
-        if settings.auth == "jwt":
-            if settings.trusted_clients is None:
-                raise TrustedClientsError(
-                    "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_TRUSTED_CLIENTS (the trusted-clients file); "
-                    "set OSTEOGUARD_AUTH=off only for local testing"
-                )
-            clients = load_trusted_clients(settings.trusted_clients)
-        else:
+        if settings.auth == "off":
             log.warning(
                 "OSTEOGUARD_AUTH=off: CDS calls are NOT authenticated. Never expose this to a network."
             )
         ruleset = load_ruleset(settings.rules_dir)
+        trust = load_trust(settings, ruleset)
+        clients = trust.clients if settings.auth == "jwt" else None
+        app.state.trust = trust
         store = Store(settings.database_url, patient_hash_key(settings))
         await anyio.to_thread.run_sync(store.open)  # applies migrations
         engine = RuleEngine(ruleset)
@@ -107,8 +125,9 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
             engine,
             lambda: now().date(),
             fetcher=FhirFetcher(http, settings.fhir_timeout_s, on_outcome=count_fhir_fetch),
-            recorder=Recorder(store, now, audit, snoozes),
+            recorder=Recorder(store, now, audit, snoozes, on_withheld=count_withheld),
             docs_base=pages,
+            on_not_offered=count_not_offered,
         )
         await warm_up(Registry(ruleset, engine, lambda: now().date(), docs_base=pages))
         reloader = RuleReloader(app.state.registry, settings.rules_dir, settings.rules_reload_s)
@@ -143,7 +162,7 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
-            CORSMiddleware,
+            LoggedCORS,  # CORSMiddleware that logs and counts preflights it refuses
             allow_origins=origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],

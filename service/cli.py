@@ -25,6 +25,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    problem = _settings_problem()
+    if problem is not None:  # one clear line and exit 2, not uvicorn's traceback (SPEC §1, §8)
+        print(f"osteoguard serve: {problem}", file=sys.stderr)
+        return 2
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -38,6 +42,20 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=20,
     )
     return 0
+
+
+def _settings_problem() -> str | None:
+    """What is wrong with the rules folder or the trusted-clients file and its settings, if anything."""
+    from cds_hooks.errors import ConfigurationError
+    from service.app import load_trust
+    from service.ruleset.loader import load_ruleset
+
+    settings = get_settings()
+    try:
+        load_trust(settings, load_ruleset(settings.rules_dir))
+    except ConfigurationError as exc:
+        return " ".join(exc.message.split())
+    return None
 
 
 def _registry(rules_dir: Path | None = None, today: date | None = None) -> Registry:
@@ -218,15 +236,21 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _feedback_report(args: argparse.Namespace) -> int:
+    from service.errors import RuleSetError
+    from service.ruleset.loader import load_ruleset
     from service.settings import patient_hash_key
     from service.store.database import Store
-    from service.store.report import build_report, render_table
+    from service.store.report import build_report, reason_displays, render_table
 
     settings = get_settings()
+    try:  # the override reasons' display text (clients may send back only system and code)
+        displays = reason_displays(load_ruleset(settings.rules_dir))
+    except RuleSetError:
+        displays = {}
     store = Store(settings.database_url, patient_hash_key(settings))
     try:
         store.open()
-        reports = build_report(store, args.since)
+        reports = build_report(store, args.since, displays)
     finally:
         store.close()
     if args.json:

@@ -34,6 +34,19 @@ FHIR_FETCHES = Counter("osteoguard_fhir_fetches_total", "FHIR-server fallback qu
 JWT_REJECTIONS = Counter(
     "osteoguard_jwt_rejections_total", "Requests refused by JWT verification", ["reason"]
 )
+SUGGESTIONS_NOT_OFFERED = Counter(
+    "osteoguard_suggestions_not_offered_total",
+    "Suggestions a card could not offer (the card's detail says why)",
+    ["rule_id", "reason"],
+)
+CARDS_WITHHELD = Counter(
+    "osteoguard_cards_withheld_total",
+    "Cards evaluated and audited but not shown: silent (per-client setting) or suppressed (repeat)",
+    ["rule_id", "disposition"],
+)
+CORS_REFUSED = Counter(
+    "osteoguard_cors_preflight_refused_total", "CORS preflights refused: origin not allowed", ["endpoint"]
+)
 RULESET = Info("osteoguard_ruleset", "The rule set being served")
 RULESET_RELOADS = Counter("osteoguard_ruleset_reloads_total", "Rule-set reload attempts", ["outcome"])
 
@@ -59,6 +72,16 @@ def reason_label(reason: str) -> str:
 def count_jwt_rejection(reason: str) -> None:
     """Count one request refused by JWT verification."""
     JWT_REJECTIONS.labels(reason_label(reason)).inc()
+
+
+def count_not_offered(rule_id: str, reason: str) -> None:
+    """Count one suggestion a card could not offer (reason: a fixed label, never client data)."""
+    SUGGESTIONS_NOT_OFFERED.labels(rule_id, reason).inc()
+
+
+def count_withheld(rule_id: str, disposition: str) -> None:
+    """Count one card not shown: ``silent`` or ``suppressed``."""
+    CARDS_WITHHELD.labels(rule_id, disposition).inc()
 
 
 def count_fhir_fetch(key: str, ok: bool) -> None:

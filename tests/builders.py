@@ -166,4 +166,21 @@ SERVICE_FOR_HOOK = {
     "order-select": "anastrozole-bone-order-select",
     "order-sign": "anastrozole-bone-order-sign",
     "patient-view": "anastrozole-bone-patient-view",
+    "medication-refill": "anastrozole-bone-medication-refill",
 }
+
+
+def medication_refill(
+    pid: str, *, refills: list[dict[str, Any]] | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    """A complete medication-refill request (CDS Hooks library hook 0.1.0): the anastrozole
+    order being refilled (active, id ``rx-ana``) in ``context.medications``; facts as for
+    :func:`order_sign`."""
+    request = order_sign(pid, **kwargs)
+    request["hook"] = "medication-refill"
+    request["context"] = {
+        "userId": "Practitioner/dr",
+        "patientId": pid,
+        "medications": bundle(*(refills if refills is not None else [med("rx-ana", pid)])),
+    }
+    return request

@@ -17,12 +17,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
 from cds_hooks.vocabulary import Indicator
 from service.cards.drafts import hold, is_valid_fhir, lower_weekly_dose
+from service.cards.repair import first_problem
 from service.cards.text import fill_resource, render, template_values
 from service.clinical.medications import is_medication
 from service.ruleset.docs import rule_doc_url
@@ -31,6 +33,15 @@ from service.ruleset.safety import speaks_to_anastrozole
 from service.ruleset.schema import Firing
 
 log = logging.getLogger("osteoguard.cards")
+
+
+@dataclass(frozen=True)
+class NotOffered:
+    """A suggestion that applies but could not be built: its label, a metric label, and why."""
+
+    label: str
+    reason: str  # bounded: no-draft-id | dose-unreadable | invalid-fhir
+    why: str  # for the clinician, in the card's detail
 
 
 def advice_allowed(advice: str | None, sex: str, on_testosterone: bool) -> bool:
@@ -70,8 +81,10 @@ class CardBuilder:
         new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
         *,
         docs_base: str,
+        on_not_offered: Callable[[str, str], None] | None = None,
     ) -> None:
         self.rs = ruleset
+        self.on_not_offered = on_not_offered  # (rule id, reason label): the service counts these
         self.today = today
         self.docs_base = docs_base  # where the rule documentation pages are served
         self.new_uuid = new_uuid
@@ -147,24 +160,36 @@ class CardBuilder:
         if len(summary) > MAX_SUMMARY:
             summary = summary[: MAX_SUMMARY - 1].rstrip() + "…"
         detail = render(variant.detail, template_values(rule, self.rs, firing.matched, markdown=True)).strip()
-        detail += f"\n\n---\n_Rule `{rule.id}` ({rule.title}), rule set {self.rs.name} {self.rs.version}._"
         suggestions = []
+        not_offered: list[NotOffered] = []
         for template in variant.suggestions:
             if template.reduces_anastrozole and not advice_allowed("dose", sex, on_testosterone):
                 continue  # safety invariant: anastrozole is acted on only for a man on testosterone
             if template.needs_draft and not drafts:
                 continue
             suggestion = self._suggestion(template, rule, firing, patient_id, drafts)
+            if isinstance(suggestion, NotOffered):
+                not_offered.append(suggestion)
+                continue
             if suggestion is None:
                 continue
             if self._orders_anastrozole(suggestion) and not advice_allowed("dose", sex, on_testosterone):
                 continue  # a new anastrozole order is dose advice too
             suggestions.append(suggestion)
+        if not_offered:
+            detail += "\n\n**Actions not offered**\n" + "\n".join(
+                f"- “{n.label}” could not be offered: {n.why}." for n in not_offered
+            )
+            for n in not_offered:
+                log.warning("suggestion not offered", extra={"rule": rule.id, "reason": n.reason})
+                if self.on_not_offered is not None:
+                    self.on_not_offered(rule.id, n.reason)
+        detail += f"\n\n---\n_Rule `{rule.id}` ({rule.title}), rule set {self.rs.name} {self.rs.version}._"
         indicator = Indicator(rule.indicator)
         override = []
         if indicator != Indicator.info:
             override = [
-                Coding(system=self.rs.override_system, code=r.code, display=r.display)
+                Coding(system=r.system or self.rs.override_system, code=r.code, display=r.display)
                 for r in self.rs.override_reasons
             ]
         return Card(
@@ -192,16 +217,20 @@ class CardBuilder:
         firing: Firing,
         patient_id: str,
         drafts: list[dict[str, Any]],
-    ) -> Suggestion | None:
+    ) -> Suggestion | NotOffered | None:
+        """The suggestion; None when it does not apply; :class:`NotOffered` when it applies but
+        cannot be built (the card then says so: never silently dropped, SPEC §4)."""
         actions: list[Action] = []
         wanted = [a for a in template.actions if applies(a, firing)]
         if not wanted:
             return None
         for act in wanted:
             made = self._actions(act, rule, patient_id, drafts)
+            if isinstance(made, NotOffered):
+                return NotOffered(template.label, made.reason, made.why)
             if not made:
-                return None  # every action of a suggestion must be possible (AND semantics)
-            actions.extend(made)
+                return None
+            actions.extend(made)  # every action of a suggestion must be possible (AND semantics)
         return Suggestion(
             label=template.label,
             uuid=self.new_uuid(),
@@ -211,7 +240,7 @@ class CardBuilder:
 
     def _actions(
         self, act: ActionTemplate, rule: Rule, patient_id: str, drafts: list[dict[str, Any]]
-    ) -> list[Action]:
+    ) -> list[Action] | NotOffered:
         if act.type == "create":
             assert act.resource is not None
             values = {"patient_ref": f"Patient/{patient_id}", "today": self.today.isoformat()}
@@ -231,12 +260,23 @@ class CardBuilder:
                 continue
             if act.transform == "lower-weekly-dose":
                 updated = lower_weekly_dose(draft, float(rule.params.get("dose_factor", 0.5)))
+                if updated is None:
+                    return NotOffered(
+                        "",
+                        "dose-unreadable",
+                        "the draft's dosage timing cannot be rewritten to a lower weekly dose "
+                        "(it needs one frequency per period in days, weeks or months, "
+                        "without fixed weekdays, times or as-needed dosing)",
+                    )
             else:
                 updated = hold(draft)
-            # An invalid draft may still give a valid update (hold sets a missing status, the
-            # dose change rewrites text and meta): then the result itself is checked. Never
-            # send invalid FHIR back.
-            if updated is None or not (self._valid_draft(draft) or is_valid_fhir(updated)):
-                return []
+            # The draft was repaired (service.cards.repair) before it got here. An invalid draft
+            # may still give a valid update (hold sets a missing status, the dose change rewrites
+            # text and meta): then the result itself is checked. Never send invalid FHIR back.
+            if not (self._valid_draft(draft) or is_valid_fhir(updated)):
+                problem = first_problem(updated) or "it is not valid FHIR R4"
+                return NotOffered("", "invalid-fhir", f"the draft order cannot be sent back: {problem}")
             out.append(Action(type="update", description=act.description, resource=updated))
+        if drafts and not out:
+            return NotOffered("", "no-draft-id", "the draft order has no id to act on")
         return out

@@ -11,7 +11,12 @@ from fastapi import Request
 
 
 async def authenticate(request: Request) -> None:
-    """Verify the CDS Hooks JWT when auth is on; ``aud`` must be this endpoint's URL."""
+    """Verify the CDS Hooks JWT when auth is on; ``aud`` must be this endpoint's URL.
+
+    The verified ``iss`` is kept on ``request.state.client_iss`` (None with auth off): the
+    client's settings (SPEC §8) are looked up by it.
+    """
+    request.state.client_iss = None
     verifier = request.app.state.verifier
     if verifier is None:
         return
@@ -20,4 +25,6 @@ async def authenticate(request: Request) -> None:
         audience = public_url.rstrip("/") + request.url.path
     else:
         audience = str(request.url.replace(query="", fragment=""))
-    await verifier.verify(request.headers.get("authorization"), audience)
+    claims = await verifier.verify(request.headers.get("authorization"), audience)
+    iss = claims.get("iss")
+    request.state.client_iss = iss if isinstance(iss, str) else None

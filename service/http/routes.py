@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from cds_hooks.feedback import parse_batch
 from cds_hooks.models import to_json_dict
+from cds_hooks.trust import DEFAULT_SETTINGS
 from service import metrics
 from service.errors import StoreUnavailable, UnknownService
 from service.http.auth import authenticate
@@ -42,7 +43,12 @@ async def discovery(request: Request) -> JsonResponse:
 @router.post("/cds-services/{service_id}")
 async def call_service(service_id: str, request: Request) -> JsonResponse:
     payload = await read_json(request)
-    response = await registry(request).call(service_id, payload, docs_base=request_docs_base(request))
+    iss = getattr(request.state, "client_iss", None)
+    trust = getattr(request.app.state, "trust", None)
+    settings = trust.settings_for(iss) if trust is not None else DEFAULT_SETTINGS
+    response = await registry(request).call(
+        service_id, payload, docs_base=request_docs_base(request), client_iss=iss, settings=settings
+    )
     rules = [c.source.topic.code for c in response.cards if c.source.topic]
     for card in response.cards:
         metrics.count_card(card.source.topic.code if card.source.topic else "", card.indicator.value)

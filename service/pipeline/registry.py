@@ -27,13 +27,15 @@ from cds_hooks.fhir import belongs_to, bundle_resources, depth
 from cds_hooks.fhir_client import FhirFetcher
 from cds_hooks.models import Card, CdsRequest, CdsResponse, Discovery, Service
 from cds_hooks.prefetch import resolve
-from cds_hooks.vocabulary import ORDER_HOOKS
+from cds_hooks.trust import DEFAULT_SETTINGS, ClientSettings
+from cds_hooks.vocabulary import ACTING_HOOKS
 from service.cards.builder import CardBuilder
+from service.cards.repair import repair
 from service.clinical.facts import FactBuilder, PatientData, is_deceased
 from service.engine.adapter import RuleEngine
 from service.errors import InvalidJson, RequestError, UnknownService, WrongHook
 from service.pipeline.prefetch import PREFETCH_KEYS, prefetch_templates
-from service.pipeline.record import Issued, Recorder, issued
+from service.pipeline.record import Caller, Issued, Recorder, issued
 from service.pipeline.services import SERVICES, USAGE_REQUIREMENTS, ServiceDefinition
 from service.ruleset.docs import OFFLINE_BASE
 from service.ruleset.model import RuleSet
@@ -83,8 +85,9 @@ class Call:
     facts: FactBuilder
     deadline: float
     docs_base: str  # where the rule documentation pages are, for each card's source.url
-    drafts: list[dict[str, Any]] = field(default_factory=list)  # the anastrozole drafts
+    drafts: list[dict[str, Any]] = field(default_factory=list)  # the anastrozole drafts, repaired
     data: dict[str, Any] = field(default_factory=dict)  # prefetch key -> FHIR data
+    caller: Caller = field(default_factory=Caller)  # who called, and their settings (SPEC §8)
 
 
 class Registry:
@@ -104,8 +107,10 @@ class Registry:
         fetcher: FhirFetcher | None = None,
         recorder: Recorder | None = None,
         docs_base: str = OFFLINE_BASE,
+        on_not_offered: Callable[[str, str], None] | None = None,
     ) -> None:
         self.today = today
+        self.on_not_offered = on_not_offered  # counts suggestions a card could not offer
         self.fetcher = fetcher
         self.recorder = recorder
         self.docs_base = docs_base
@@ -174,14 +179,19 @@ class Registry:
         *,
         docs_base: str | None = None,
         observe: Callable[[Call, list[Fact], list[Firing]], None] | None = None,
+        client_iss: str | None = None,
+        settings: ClientSettings = DEFAULT_SETTINGS,
     ) -> CdsResponse:
         """Answer one hook call (``payload`` is the parsed JSON body).
 
         ``docs_base``: where this call's cards link for the rule documentation (default: the
         registry's). ``observe``: told the facts and the engine's firings of this call, once
         evaluated (``osteoguard explain``); it does not change the answer.
+        registry's). ``client_iss`` and ``settings``: the verified caller (None with auth off)
+        and the settings it is served with (SPEC §8).
         """
         call = self.validate(self.look_up(service_id), payload, docs_base)
+        call.caller = Caller(client_iss, settings)
         if not await self.about_anastrozole(call):
             return CdsResponse(cards=[])
         patient = await self.gather(call)
@@ -192,7 +202,7 @@ class Registry:
         if observe is not None:
             observe(call, facts, firings)
         cards = self.build_cards(call, facts, firings)
-        return CdsResponse(cards=self.record(call, cards))
+        return CdsResponse(cards=await self.record(call, cards))
 
     # ---- the steps -------------------------------------------------------------------------
     def look_up(self, service_id: str) -> ServiceDefinition:
@@ -221,11 +231,14 @@ class Registry:
         return Call(service, request, context, served, facts, deadline, docs_base or self.docs_base)
 
     async def about_anastrozole(self, call: Call) -> bool:
-        """Whether the call is about anastrozole (SPEC §2); order hooks also pick the drafts."""
+        """Whether the call is about anastrozole (SPEC §2); order and refill hooks also pick the
+        orders acted on, repaired (SPEC §4: a single object where R4 wants a list)."""
         ctx = call.context
-        if call.request.hook in ORDER_HOOKS:
+        if call.request.hook in ACTING_HOOKS:
             call.drafts = [
-                o for o in candidate_orders(ctx) if call.facts.is_medication(o, "anastrozole", ctx.drafts)
+                repair(o)[0]
+                for o in candidate_orders(ctx)
+                if call.facts.is_medication(o, "anastrozole", ctx.drafts)
             ]
             return bool(call.drafts)
         call.data = await self._resolve(call, ABOUT_KEYS)
@@ -263,11 +276,21 @@ class Registry:
         return call.facts.build(patient)
 
     def evaluate(self, call: Call, facts: list[Fact]) -> list[Firing]:
-        return call.served.engine.evaluate(facts)
+        """The firings, without the rules the caller's settings switch off (SPEC §8): those
+        leave no card, no audit row and no count."""
+        firings = call.served.engine.evaluate(facts)
+        off = call.caller.settings.rules_off
+        return [f for f in firings if f.rule_id not in off] if off else firings
 
     def build_cards(self, call: Call, facts: list[Fact], firings: list[Firing]) -> list[Issued]:
         """The cards, each with what it rests on (evidence fingerprint, draft dose) for snoozes."""
-        cards = CardBuilder(call.served.ruleset, call.facts.today, docs_base=call.docs_base).build(
+        builder = CardBuilder(
+            call.served.ruleset,
+            call.facts.today,
+            docs_base=call.docs_base,
+            on_not_offered=self.on_not_offered,
+        )
+        cards = builder.build(
             firings,
             patient_id=call.context.patient_id,
             sex=str(facts[0].fields["sex"]),
@@ -276,12 +299,21 @@ class Registry:
         )
         return issued(cards, firings, call.drafts)
 
-    def record(self, call: Call, cards: list[Issued]) -> list[Card]:
-        if not cards or self.recorder is None:
-            return [c.card for c in cards]
+    async def record(self, call: Call, cards: list[Issued]) -> list[Card]:
+        """Snoozes, silent mode and repeated alerts applied; every card audited (SPEC §6, §8)."""
+        if not cards:
+            return []
+        if self.recorder is None:
+            return [] if call.caller.settings.silent else [c.card for c in cards]
         request, served = call.request, call.served
-        return self.recorder.record(
-            cards, call.service, request.hookInstance, call.context.patient_id, served.ruleset.version
+        return await self.recorder.record(
+            cards,
+            call.service,
+            request.hookInstance,
+            call.context,
+            served.ruleset.version,
+            call.caller,
+            call.drafts,
         )
 
     async def _resolve(self, call: Call, keys: tuple[str, ...]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cds_hooks.vocabulary import ORDER_SELECT, ORDER_SIGN, PATIENT_VIEW
+from cds_hooks.vocabulary import MEDICATION_REFILL, ORDER_SELECT, ORDER_SIGN, PATIENT_VIEW
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,14 @@ SERVICES = (
         "Bone health review for patients taking anastrozole",
         "When the chart of a patient with an active anastrozole prescription is opened, reviews "
         "DXA, estradiol and 25-OH vitamin D monitoring and bone-protective treatment.",
+    ),
+    ServiceDefinition(
+        "anastrozole-bone-medication-refill",
+        MEDICATION_REFILL,
+        "Bone health check when anastrozole is refilled",
+        "When an anastrozole prescription is refilled, checks DXA, estradiol and 25-OH vitamin D "
+        "monitoring and suggests dose titration (on the refilled order) or antiresorptive therapy "
+        "where bone is at risk.",
     ),
 )
 

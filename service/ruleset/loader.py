@@ -381,12 +381,24 @@ def load_ruleset(root: Path) -> RuleSet:
     source = head["source"] or {}
     reasons_spec = head["override_reasons"] or {}
     reasons = tuple(
-        OverrideReason(str(r["code"]), str(r["display"]), bool(r.get("snooze", False)))
+        OverrideReason(
+            str(r["code"]),
+            str(r["display"]),
+            bool(r.get("snooze", False)),
+            str(r["system"]) if r.get("system") else None,
+            str(r["same_as"]) if r.get("same_as") else None,
+        )
         for r in reasons_spec.get("reasons", [])
         if isinstance(r, dict) and r.get("code") and r.get("display")
     )
     if sum(r.snooze for r in reasons) != 1:
         problems.add(("override_reasons",), "exactly one override reason must have snooze: true")
+    own_codes = {r.code for r in reasons if r.system is None}
+    for r in reasons:
+        if r.snooze and r.system is not None:
+            problems.add(("override_reasons",), "the snooze reason must be in the rule set's own system")
+        if r.same_as is not None and r.same_as not in own_codes:
+            problems.add(("override_reasons",), f"{r.code}: same_as {r.same_as!r} is not a code of ours")
     observations = {n: _code_set(s, ("observations", n), problems) for n, s in head["observations"].items()}
     procedures = {n: _code_set(s, ("procedures", n), problems) for n, s in head["procedures"].items()}
     orders = {n: _code_set(s, ("orders", n), problems) for n, s in head["orders"].items()}

@@ -90,6 +90,8 @@ class OverrideReason:
     code: str
     display: str
     snooze: bool = False
+    system: str | None = None  # None: the rule set's own override_system
+    same_as: str | None = None  # for a standard code: the code of ours it means the same as
 
 
 class Membership(NamedTuple):

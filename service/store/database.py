@@ -29,6 +29,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -65,6 +66,13 @@ cards = Table(
     # What the card rested on (service.cards.fingerprint); NULL for cards issued before 0003.
     Column("evidence_fingerprint", String(64)),
     Column("weekly_dose", Float),
+    # 0004 (SPEC §8): who was told, in which encounter (keyed hash), about which draft (codes,
+    # dose, timing: a hash), and what became of the card: shown | silent | suppressed.
+    Column("client_iss", String(500)),
+    Column("encounter_key", String(64)),
+    Column("draft_key", String(64)),
+    Column("disposition", String(20), nullable=False, server_default="shown"),
+    Index("ix_cards_repeat", "patient_key", "rule_id", "issued_at"),
 )
 
 feedback = Table(
@@ -140,6 +148,24 @@ class CardRecord:
     issued_at: datetime
     evidence_fingerprint: str | None = None  # None: issued before cards recorded it
     weekly_dose: float | None = None  # mg a week of the draft a dose card acts on
+    client_iss: str | None = None  # the verified caller; None with auth off
+    encounter_key: str | None = None  # keyed hash of context.encounterId, when sent
+    draft_key: str | None = None  # hash of the acted-on orders' codes, dose and timing
+    disposition: str = "shown"  # shown | silent | suppressed
+
+
+@dataclass(frozen=True)
+class RepeatQuery:
+    """What makes a card a repeat (SPEC §8): a card shown at ``hook`` since ``since`` to the
+    same client, for the same patient, encounter and draft, of one of ``rule_ids``."""
+
+    client_iss: str | None
+    patient_key: str
+    encounter_key: str | None
+    draft_key: str
+    hook: str
+    rule_ids: tuple[str, ...]
+    since: datetime
 
 
 @dataclass(frozen=True)
@@ -271,6 +297,10 @@ class Store:
                 "issued_at": r.issued_at,
                 "evidence_fingerprint": r.evidence_fingerprint,
                 "weekly_dose": r.weekly_dose,
+                "client_iss": r.client_iss,
+                "encounter_key": r.encounter_key,
+                "draft_key": r.draft_key,
+                "disposition": r.disposition,
             }
             for r in records
         ]
@@ -302,9 +332,35 @@ class Store:
                 issued_at=_aware(row["issued_at"]),
                 evidence_fingerprint=row["evidence_fingerprint"],
                 weekly_dose=row["weekly_dose"],
+                client_iss=row["client_iss"],
+                encounter_key=row["encounter_key"],
+                draft_key=row["draft_key"],
+                disposition=row["disposition"],
             )
             for row in rows
         }
+
+    @_unavailable_on_error
+    def shown_before(self, query: RepeatQuery) -> set[tuple[str, str]]:
+        """(rule id, evidence fingerprint) of the cards that match ``query`` and were shown."""
+        c = cards.c
+        stmt = (
+            select(c.rule_id, c.evidence_fingerprint)
+            .where(
+                c.patient_key == query.patient_key,
+                c.rule_id.in_(query.rule_ids),
+                c.issued_at >= query.since,
+                c.hook == query.hook,
+                c.disposition == "shown",
+                c.draft_key == query.draft_key,
+                c.client_iss.is_not_distinct_from(query.client_iss),
+                c.encounter_key.is_not_distinct_from(query.encounter_key),
+                c.evidence_fingerprint.is_not(None),
+            )
+            .distinct()
+        )
+        with self.engine.connect() as conn:
+            return {(row[0], row[1]) for row in conn.execute(stmt).all()}
 
     # ---- feedback and snoozes ----------------------------------------------------------
     @_unavailable_on_error
@@ -380,18 +436,32 @@ class Store:
     # ---- reporting and health ----------------------------------------------------------
     @_unavailable_on_error
     def report_rows(self, since: datetime | None) -> dict[str, Any]:
-        """Per rule: cards issued, distinct cards accepted/overridden, override reasons."""
-        issued_q = select(cards.c.rule_id, func.count()).group_by(cards.c.rule_id)
+        """Per rule: cards issued by disposition, distinct cards accepted/overridden, override
+        reasons (by system and code)."""
+        issued_q = select(cards.c.rule_id, cards.c.disposition, func.count()).group_by(
+            cards.c.rule_id, cards.c.disposition
+        )
         outcome_q = (
             select(cards.c.rule_id, feedback.c.outcome, func.count(func.distinct(feedback.c.card_uuid)))
             .join(feedback, feedback.c.card_uuid == cards.c.uuid)
             .group_by(cards.c.rule_id, feedback.c.outcome)
         )
         reason_q = (
-            select(cards.c.rule_id, feedback.c.override_code, feedback.c.override_display, func.count())
+            select(
+                cards.c.rule_id,
+                feedback.c.override_system,
+                feedback.c.override_code,
+                feedback.c.override_display,
+                func.count(),
+            )
             .join(feedback, feedback.c.card_uuid == cards.c.uuid)
             .where(feedback.c.outcome == "overridden")
-            .group_by(cards.c.rule_id, feedback.c.override_code, feedback.c.override_display)
+            .group_by(
+                cards.c.rule_id,
+                feedback.c.override_system,
+                feedback.c.override_code,
+                feedback.c.override_display,
+            )
         )
         if since is not None:
             issued_q = issued_q.where(cards.c.issued_at >= since)

@@ -20,7 +20,8 @@ CASES = load_cases(PACKAGED_RULES_DIR)
 def shuffled(request: dict[str, Any], seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     out = copy.deepcopy(request)
-    for value in [*out.get("prefetch", {}).values(), out["context"].get("draftOrders")]:
+    context = out["context"]
+    for value in [*out.get("prefetch", {}).values(), context.get("draftOrders"), context.get("medications")]:
         if isinstance(value, dict) and isinstance(value.get("entry"), list):
             rng.shuffle(value["entry"])
     return out

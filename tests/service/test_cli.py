@@ -126,3 +126,23 @@ def test_rules_export_chart_makes_an_exact_copy_and_removes_stale_files(
     assert not list(copied.rglob("cases"))
     assert main(["rules", "export-chart", "--chart", str(chart), "--dir", str(PACKAGED_RULES_DIR)]) == 0
     assert capsys.readouterr().out.rstrip().endswith("up to date")
+
+
+def test_serve_refuses_unknown_rule_ids_in_the_settings_with_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.settings import get_settings
+
+    settings_file = tmp_path / "clients.yaml"
+    settings_file.write_text("defaults:\n  rules: {vitamin-dee: false}\n")
+    monkeypatch.setenv("OSTEOGUARD_AUTH", "off")
+    monkeypatch.setenv("OSTEOGUARD_TRUSTED_CLIENTS", str(settings_file))
+    monkeypatch.setenv("OSTEOGUARD_DATABASE_URL", f"sqlite:///{tmp_path / 'og.db'}")
+    get_settings.cache_clear()
+    try:
+        assert main(["serve", "--port", "1"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("osteoguard serve: ") and "\n" not in err
+    assert "unknown rule id(s) vitamin-dee" in err

@@ -28,12 +28,13 @@ def fired(body: dict[str, Any]) -> list[str]:
 
 
 # ---- discovery ---------------------------------------------------------------------------
-def test_discovery_lists_the_three_services(client: TestClient) -> None:
+def test_discovery_lists_the_four_services(client: TestClient) -> None:
     body = client.get("/cds-services").json()
     assert {(s["id"], s["hook"]) for s in body["services"]} == {
         ("anastrozole-bone-order-select", "order-select"),
         ("anastrozole-bone-order-sign", "order-sign"),
         ("anastrozole-bone-patient-view", "patient-view"),
+        ("anastrozole-bone-medication-refill", "medication-refill"),
     }
     for service in body["services"]:
         assert set(service["prefetch"]) == set(PREFETCH_KEYS)
@@ -244,8 +245,9 @@ def test_sandbox_style_draft_with_category_object_and_bundle_without_type(client
     response = client.post(SIGN, json=req)
     assert response.status_code == 200
     card = next(c for c in response.json()["cards"] if c["source"]["topic"]["code"] == "low-estradiol")
-    # The imperfect draft cannot be sent back as valid FHIR, so no update is offered for it.
-    assert "suggestions" not in card
+    # SPEC §4: the draft is repaired (category becomes a one-item list) and the update offered.
+    updates = [a["resource"] for s in card["suggestions"] for a in s["actions"] if a["type"] == "update"]
+    assert updates and all(u["category"] == [{"coding": [{"code": "outpatient"}]}] for u in updates)
 
 
 def test_order_select_before_a_drug_is_chosen(client: TestClient) -> None:
