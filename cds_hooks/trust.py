@@ -1,8 +1,10 @@
 """The trusted-clients file (SPEC §1): which CDS clients may call, and where their keys are.
 
 Each client has an ``iss`` and either an inline ``jwks`` or a ``jwks_url``, plus optional
-``jku_allow`` URL prefixes. Every problem is a :class:`TrustedClientsError` that names the
-file and the entry.
+``jku_allow`` URL prefixes. Each prefix is parsed and normalised here, once
+(:func:`cds_hooks.urls.parse_key_url`): one with userinfo, a query, a fragment or anything a
+URL parser could read two ways is refused with the file, never accepted silently. Every
+problem is a :class:`TrustedClientsError` that names the file and the entry.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import yaml
 
 from cds_hooks.errors import TrustedClientsError
-from cds_hooks.urls import secure_url
+from cds_hooks.urls import KeyUrl, parse_key_url, secure_url
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class TrustedClient:
     iss: str
     jwks: dict[str, Any] | None = None
     jwks_url: str | None = None
-    jku_allow: tuple[str, ...] = ()
+    jku_allow: tuple[KeyUrl, ...] = ()
 
 
 def load_trusted_clients(path: Path) -> dict[str, TrustedClient]:
@@ -47,7 +49,16 @@ def load_trusted_clients(path: Path) -> dict[str, TrustedClient]:
         if jwks_url is not None and not secure_url(jwks_url):
             raise TrustedClientsError(f"{where}: jwks_url must be an https URL")
         allow = entry.get("jku_allow") or []
-        if not isinstance(allow, list) or not all(secure_url(a) for a in allow):
+        if not isinstance(allow, list):
             raise TrustedClientsError(f"{where}: jku_allow must be a list of https URL prefixes")
-        out[entry["iss"]] = TrustedClient(entry["iss"], jwks, jwks_url, tuple(allow))
+        prefixes: list[KeyUrl] = []
+        for j, raw in enumerate(allow):
+            prefix = parse_key_url(raw)
+            if prefix is None:
+                raise TrustedClientsError(
+                    f"{where}: jku_allow[{j}] is not a plain https URL prefix "
+                    "(no userinfo, query, fragment, encoded dots or slashes)"
+                )
+            prefixes.append(prefix)
+        out[entry["iss"]] = TrustedClient(entry["iss"], jwks, jwks_url, tuple(prefixes))
     return out

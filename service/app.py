@@ -13,7 +13,6 @@ import httpx
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from cds_hooks.errors import TrustedClientsError
 from cds_hooks.fhir_client import FhirFetcher
 from cds_hooks.jwt import Verifier
 from cds_hooks.keysets import KeyStore
@@ -31,7 +30,7 @@ from service.pipeline.warmup import warm_up
 from service.ruleset.docs import docs_base
 from service.ruleset.loader import load_ruleset
 from service.ruleset.reload import RuleReloader
-from service.settings import Settings, get_settings, patient_hash_key
+from service.settings import Settings, check_serving, get_settings, patient_hash_key
 from service.store.audit import AuditWriter
 from service.store.database import Store
 from service.store.snoozes import SnoozeCache
@@ -72,12 +71,9 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         clients = None
+        check_serving(settings)
         if settings.auth == "jwt":
-            if settings.trusted_clients is None:
-                raise TrustedClientsError(
-                    "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_TRUSTED_CLIENTS (the trusted-clients file); "
-                    "set OSTEOGUARD_AUTH=off only for local testing"
-                )
+            assert settings.trusted_clients is not None  # check_serving refuses otherwise
             clients = load_trusted_clients(settings.trusted_clients)
         else:
             log.warning(

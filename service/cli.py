@@ -20,9 +20,16 @@ if TYPE_CHECKING:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.errors import ConfigurationError
     from service.logs import configure_logging
+    from service.settings import check_serving, settings_or_exit_line
 
-    settings = get_settings()
+    try:
+        settings = settings_or_exit_line()
+        check_serving(settings)
+    except ConfigurationError as exc:  # one clear line, exit 2 (service/errors.py)
+        print(f"osteoguard: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     uvicorn.run(
         "service.app:create_app",

@@ -5,9 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cds_hooks.errors import ConfigurationError, TrustedClientsError
 
 PACKAGED_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -37,6 +40,42 @@ class Settings(BaseSettings):
     rules_reload_s: float = Field(default=10.0, ge=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+
+
+def check_serving(settings: Settings) -> None:
+    """Refuse, with one :class:`ConfigurationError` line, settings the service must not run with.
+
+    In ``jwt`` mode the audience is configured, never taken from the request: with the Host
+    header as the audience, a token minted for another CDS service is accepted when replayed
+    with that service's Host (docs/security.md).
+    """
+    if settings.auth != "jwt":
+        return
+    if settings.trusted_clients is None:
+        raise TrustedClientsError(
+            "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_TRUSTED_CLIENTS (the trusted-clients file); "
+            "set OSTEOGUARD_AUTH=off only for local testing"
+        )
+    if not settings.public_url:
+        raise ConfigurationError(
+            "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_PUBLIC_URL (the external base URL EHRs call, "
+            "e.g. https://osteoguard.example.org): it is the audience every token must name"
+        )
+    parts = urlsplit(settings.public_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"OSTEOGUARD_PUBLIC_URL must be an absolute http(s) base URL, not {settings.public_url[:200]!r}"
+        )
+
+
+def settings_or_exit_line() -> Settings:
+    """The settings, or a ConfigurationError whose message is one line naming the bad value."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "OSTEOGUARD_" + "_".join(str(part) for part in first["loc"]).upper()
+        raise ConfigurationError(f"{name}: {first['msg']}") from exc
 
 
 def patient_hash_key(settings: Settings) -> bytes | None:
