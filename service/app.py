@@ -102,7 +102,12 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
             ruleset,
             engine,
             lambda: now().date(),
-            fetcher=FhirFetcher(http, settings.fhir_timeout_s, on_outcome=count_fhir_fetch),
+            fetcher=FhirFetcher(
+                http,
+                settings.fhir_timeout_s,
+                on_outcome=count_fhir_fetch,
+                listed=settings.fhir_private_server_set,
+            ),
             recorder=Recorder(store, now, audit, snoozes),
             docs_base=pages,
         )

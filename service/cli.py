@@ -95,9 +95,10 @@ async def _call_with_fhir(registry: Registry, service_id: str, payload: object) 
     from cds_hooks.fhir_client import FhirFetcher
     from service.app import new_http_client
 
-    budget = get_settings().fhir_timeout_s
+    settings = get_settings()
+    budget = settings.fhir_timeout_s
     async with new_http_client(budget) as http:
-        registry.fetcher = FhirFetcher(http, budget)
+        registry.fetcher = FhirFetcher(http, budget, listed=settings.fhir_private_server_set)
         return await registry.call(service_id, payload)
 
 

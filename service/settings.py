@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_hooks.errors import ConfigurationError, TrustedClientsError
@@ -40,6 +40,23 @@ class Settings(BaseSettings):
     rules_reload_s: float = Field(default=10.0, ge=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    # fhirServer base URLs (comma-separated) that fallback may call although they are on a
+    # loopback or private address: a local sandbox, an on-premise EHR. Link-local: never.
+    fhir_private_servers: str = ""
+
+    @field_validator("fhir_private_servers")
+    @classmethod
+    def _base_urls(cls, value: str) -> str:
+        for url in filter(None, (u.strip() for u in value.split(","))):
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError(f"{url[:200]!r} is not an absolute http(s) base URL")
+        return value
+
+    @property
+    def fhir_private_server_set(self) -> frozenset[str]:
+        """The listed base URLs, as fallback compares them (no trailing "/")."""
+        return frozenset(u.strip().rstrip("/") for u in self.fhir_private_servers.split(",") if u.strip())
 
 
 def check_serving(settings: Settings) -> None:

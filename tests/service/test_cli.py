@@ -140,7 +140,9 @@ def test_serve_in_jwt_mode_without_a_public_url_is_exit_2_with_one_line(
     assert err.count("\n") == 1 and "OSTEOGUARD_PUBLIC_URL" in err
 
 
-@pytest.mark.parametrize("value", ["ftp://osteoguard.example.org", "osteoguard.example.org", "https://x/?q=1"])
+@pytest.mark.parametrize(
+    "value", ["ftp://osteoguard.example.org", "osteoguard.example.org", "https://x/?q=1"]
+)
 def test_serve_with_a_public_url_that_is_not_a_base_url_is_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
 ) -> None:
@@ -159,3 +161,12 @@ def test_serve_with_a_bad_setting_value_is_exit_2_naming_it(
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "OSTEOGUARD_FHIR_TIMEOUT_S" in err
+
+
+def test_serve_with_a_listed_fhir_server_that_is_not_a_url_is_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_FHIR_PRIVATE_SERVERS", "https://10.0.0.5/fhir,not-a-url")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "OSTEOGUARD_FHIR_PRIVATE_SERVERS" in err and "not-a-url" in err
