@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         app.state.verifier = None
         ledger = token_ledger(store)
         if clients is not None:
-            app.state.verifier = Verifier(clients, KeyStore(http), ledger)
+            keys = KeyStore(http, deadline_s=settings.jwks_deadline_s, max_bytes=settings.jwks_max_bytes)
+            app.state.verifier = Verifier(clients, keys, ledger)
             log.info("JWT verification on", extra={"trusted_clients": sorted(clients)})
         housekeeping = asyncio.create_task(
             _forget_expired_tokens(ledger, now), name="osteoguard-housekeeping"

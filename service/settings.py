@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # fhirServer base URLs (comma-separated) that fallback may call although they are on a
     # loopback or private address: a local sandbox, an on-premise EHR. Link-local: never.
     fhir_private_servers: str = ""
+    # A trusted client's JWK Set: at most this many bytes, fetched within this many seconds
+    # in all (connect, headers and body; not per read).
+    jwks_max_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    jwks_deadline_s: float = Field(default=2.0, gt=0, le=30)
 
     @field_validator("fhir_private_servers")
     @classmethod
