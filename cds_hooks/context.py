@@ -25,7 +25,7 @@ from cds_hooks.vocabulary import MEDICATION_REFILL, ORDER_HOOKS, ORDER_SELECT
 # sandbox does), while on-hold/cancelled/entered-in-error drafts are not going to be given.
 LIVE_DRAFT_STATUSES = (None, "draft", "active")
 # FHIR id: [A-Za-z0-9\-\.]{1,64}
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 def is_live_draft(order: dict[str, Any]) -> bool:
@@ -52,7 +52,9 @@ def _require_str(context: dict[str, Any], key: str) -> str:
 def parse_context(hook: str, context: dict[str, Any]) -> HookContext:
     """Validate the context fields the service reads for ``hook``."""
     patient_id = _require_str(context, "patientId")
-    if not _FHIR_ID.match(patient_id):
+    # fullmatch: "$" alone would let "x\n" through; "." and ".." match the R4 pattern but are
+    # path segments, never ids, once they sit in a FHIR URL.
+    if not _FHIR_ID.fullmatch(patient_id) or patient_id in {".", ".."}:
         raise RequestError("context.patientId is not a valid FHIR id ([A-Za-z0-9-.], at most 64)")
     encounter = context.get("encounterId")
     encounter_id = encounter if isinstance(encounter, str) and encounter.strip() else None

@@ -23,7 +23,7 @@ code, so support tickets and log searches stay stable. Messages never carry pati
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 ERROR_CODE_SYSTEM = "urn:osteoguard:error"
 
@@ -77,6 +77,20 @@ class MethodNotAllowed(RequestError):
     error_code = "OG-405"
 
 
+LOGGED_VALUE_CHARS = 200
+
+
+@overload
+def _bounded(value: str) -> str: ...
+@overload
+def _bounded(value: None) -> None: ...
+def _bounded(value: str | None) -> str | None:
+    """At most :data:`LOGGED_VALUE_CHARS` characters of a client-supplied value, marked if cut."""
+    if value is None or len(value) <= LOGGED_VALUE_CHARS:
+        return value
+    return value[:LOGGED_VALUE_CHARS] + f"…[{len(value)} chars]"
+
+
 class AuthError(ServiceError):
     """The request is not authenticated. ``reason`` is for the log only, never the client."""
 
@@ -86,9 +100,11 @@ class AuthError(ServiceError):
 
     def __init__(self, reason: str, *, iss: str | None = None, jti: str | None = None) -> None:
         super().__init__("authentication required")
-        self.reason = reason
-        self.iss = iss
-        self.jti = jti
+        # iss and jti come from an unverified token: a caller could send a megabyte of either,
+        # so what reaches the log is bounded (a log line per refusal stays small).
+        self.reason = _bounded(reason)
+        self.iss = _bounded(iss)
+        self.jti = _bounded(jti)
 
 
 class UnknownService(ServiceError):

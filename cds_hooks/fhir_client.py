@@ -6,11 +6,20 @@ are followed through their ``next`` links up to :data:`MAX_PAGES`; a result that
 completely is a failure, never a partial answer. One deadline bounds all queries of a request
 (``OSTEOGUARD_FHIR_TIMEOUT_S``). Failures are reported per key with a reason that never
 contains the token or a response body.
+
+What answered is not told: a closed port, a timeout, a live web server and an HTTP error all
+give the same reason (:data:`NO_USABLE_ANSWER`; the detail goes to the log), so ``fhirServer``
+cannot be used to map a network. The address is checked before anything is sent: link-local
+(169.254.0.0/16, fe80::/10, cloud metadata) never; loopback, private, unspecified, multicast
+and reserved addresses only for a base URL listed in ``OSTEOGUARD_FHIR_PRIVATE_SERVERS`` (a
+local sandbox, an on-premise EHR). Only IP literals and ``localhost`` are checked here: a DNS
+name is not resolved (the chart's NetworkPolicy limits egress).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +31,8 @@ import httpx
 import orjson
 
 from cds_hooks.urls import is_loopback
+
+NO_USABLE_ANSWER = "the FHIR server gave no usable answer"
 
 log = logging.getLogger("osteoguard.fhir")
 
@@ -50,11 +61,33 @@ class FhirServer:
         return url == self.base or url.startswith(self.base + "/") or url.startswith(self.base + "?")
 
 
-def server_from_request(fhir_server: Any, fhir_authorization: Any) -> FhirServer:
+def _internal_address(host: str) -> str | None:
+    """What kind of internal address ``host`` is ("link-local", ...), or None for a public one."""
+    if is_loopback(host):
+        return "loopback"
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None  # a DNS name: not resolved here
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_link_local:
+        return "link-local"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_private or address.is_unspecified or address.is_multicast or address.is_reserved:
+        return "private"
+    return None
+
+
+def server_from_request(
+    fhir_server: Any, fhir_authorization: Any, listed: frozenset[str] = frozenset()
+) -> FhirServer:
     """Validate ``fhirServer``/``fhirAuthorization``; raises FetchFailed("*", reason) when unusable.
 
     HTTPS is required, except for a loopback address (a local test sandbox): a bearer token
-    is never sent in clear text over a network.
+    is never sent in clear text over a network. Link-local addresses are refused always;
+    loopback and private ones unless the base URL is in ``listed`` (normalised: no trailing "/").
     """
     if not isinstance(fhir_server, str) or not fhir_server:
         raise FetchFailed("*", "the request has no fhirServer to fetch them from")
@@ -63,6 +96,10 @@ def server_from_request(fhir_server: Any, fhir_authorization: Any) -> FhirServer
         raise FetchFailed("*", "fhirServer is not an absolute http(s) URL")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise FetchFailed("*", "fhirServer must use https")
+    internal = _internal_address(parts.hostname)
+    if internal == "link-local" or (internal is not None and fhir_server.rstrip("/") not in listed):
+        # The same text for every kind: the client learns the policy, not the network.
+        raise FetchFailed("*", "fhirServer is an internal address this service does not call")
     headers = {"Accept": FHIR_JSON}
     if fhir_authorization is not None:
         token = fhir_authorization.get("access_token") if isinstance(fhir_authorization, dict) else None
@@ -81,12 +118,15 @@ class FhirFetcher:
         budget_s: float,
         max_pages: int = MAX_PAGES,
         on_outcome: Callable[[str, bool], None] | None = None,
+        listed: frozenset[str] = frozenset(),
     ) -> None:
         self.client = client
         self.budget_s = budget_s
         self.max_pages = max_pages
         # Told (key, succeeded) once per key and request: the service counts it in its metrics.
         self.on_outcome = on_outcome
+        # fhirServer base URLs that may be on loopback or private addresses (settings).
+        self.listed = listed
 
     def deadline(self) -> float:
         """The monotonic time by which every fetch of one request must be done."""
@@ -129,10 +169,9 @@ class FhirFetcher:
         started = time.perf_counter()
         try:
             response = await self.client.get(url, headers=server.headers)
-        except httpx.TimeoutException as exc:
-            raise FetchFailed(key, "the FHIR server timed out") from exc
         except httpx.HTTPError as exc:
-            raise FetchFailed(key, f"could not reach the FHIR server ({type(exc).__name__})") from exc
+            log.warning("FHIR fetch failed", extra={"key": key, "error": type(exc).__name__})
+            raise FetchFailed(key, NO_USABLE_ANSWER) from exc
         log.info(
             "FHIR fetch",
             extra={
@@ -141,17 +180,26 @@ class FhirFetcher:
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
+        # From here on, every way of not being a FHIR resource gives the same reason: a 404,
+        # a login page and a JSON array would otherwise tell a live port from a closed one.
+        problem: str | None = None
+        body: Any = None
         if response.status_code != 200:
-            raise FetchFailed(key, f"the FHIR server answered HTTP {response.status_code}")
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise FetchFailed(key, "the FHIR server's answer is not JSON") from exc
-        if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
-            raise FetchFailed(key, "the FHIR server's answer is not a FHIR resource")
-        if body["resourceType"] == "OperationOutcome":
-            raise FetchFailed(key, "the FHIR server answered with an OperationOutcome")
-        return body
+            problem = f"HTTP {response.status_code}"
+        else:
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                problem = "not JSON"
+        if problem is None and (not isinstance(body, dict) or not isinstance(body.get("resourceType"), str)):
+            problem = "not a FHIR resource"
+        if problem is None and body["resourceType"] == "OperationOutcome":
+            problem = "an OperationOutcome"
+        if problem is not None:
+            log.warning("FHIR answer unusable", extra={"key": key, "problem": problem})
+            raise FetchFailed(key, NO_USABLE_ANSWER)
+        result: dict[str, Any] = body
+        return result
 
     async def _one(self, server: FhirServer, key: str, path: str) -> dict[str, Any]:
         url = f"{server.base}/{path.lstrip('/')}"

@@ -2,15 +2,19 @@
 
 Checks, in this order: the issuer is a trusted client; ``aud`` is the URL of the endpoint
 being called; ``exp``/``iat``/``nbf`` are sane (60 s of clock skew); the algorithm is an
-asymmetric one we accept (never ``none``, never HMAC); the key chosen by ``kid`` verifies the
-signature — from the ``jku`` URL only when it starts with one of the client's ``jku_allow``
-prefixes, else from the client's ``jwks`` or ``jwks_url``; the ``jti`` was not seen before
+asymmetric one we accept (a string; never ``none``, never HMAC); no ``crit`` header (we
+implement no JWS extension, so RFC 7515 §4.1.11 says refuse); the key chosen by ``kid``
+verifies the signature — from the ``jku`` URL only when its parsed, normalised form (no
+userinfo, dot segments removed) lies under one of the client's ``jku_allow`` prefixes at a
+path-segment boundary, and then from that normalised URL; else from the client's ``jwks`` or
+``jwks_url``; the ``jti`` was not seen before
 (kept in the store until the token expires, so replay is caught across workers and replicas).
 
 Key sets are cached per URL and refetched when a token names an unknown ``kid`` (at most
 once a minute per client); a key set that cannot be fetched fails closed. Every failure is
 an :class:`AuthError` whose reason goes to the log (with ``iss`` and ``jti``, never the token);
-the client only ever sees a bare 401.
+the client only ever sees a bare 401. The scheme ``Bearer`` is matched case-insensitively
+(RFC 6750 §2.1, RFC 9110 §11.1).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from jwt.algorithms import get_default_algorithms
 from cds_hooks.errors import AuthError
 from cds_hooks.keysets import KeyStore
 from cds_hooks.trust import TrustedClient
+from cds_hooks.urls import parse_key_url
 
 ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 CLOCK_SKEW_S = 60
@@ -59,9 +64,10 @@ class Verifier:
 
     async def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
         """The verified claims of the request's bearer token, or AuthError."""
-        if not authorization or not authorization.startswith("Bearer "):
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise AuthError("no bearer token")
-        token = authorization[len("Bearer ") :].strip()
         header, unverified, signing_input, signature = _split(token)
         iss = unverified.get("iss") if isinstance(unverified.get("iss"), str) else None
         jti = unverified.get("jti") if isinstance(unverified.get("jti"), str) else None
@@ -81,15 +87,17 @@ class Verifier:
         if nbf is not None and (not _number(nbf) or nbf > now + CLOCK_SKEW_S):
             raise AuthError("not valid yet (nbf)", iss=iss, jti=jti)
         alg = header.get("alg")
-        if alg not in ALGORITHMS:
-            raise AuthError(f"algorithm {alg!r} is not accepted", iss=iss, jti=jti)
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
+            raise AuthError("algorithm is not accepted", iss=iss, jti=jti)
+        if "crit" in header:
+            raise AuthError("crit header names extensions we do not implement", iss=iss, jti=jti)
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthError("no kid", iss=iss, jti=jti)
-        jku = header.get("jku")
+        jku = parse_key_url(header.get("jku")) if client.jku_allow and "jku" in header else None
         try:
-            if isinstance(jku, str) and any(jku.startswith(prefix) for prefix in client.jku_allow):
-                key = await self.keys.key(jku, kid)
+            if jku is not None and any(jku.under(prefix) for prefix in client.jku_allow):
+                key = await self.keys.key(jku.url, kid)
             elif client.jwks is not None:
                 key = await self.keys.key(f"inline:{client.iss}", kid, inline=client.jwks)
             else:

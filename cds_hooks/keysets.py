@@ -3,6 +3,10 @@
 A key set is refetched only when a token names a ``kid`` it does not hold (key rotation), and
 then at most once a minute per source; a key set that cannot be fetched fails closed (the
 failure is remembered too, so a flood of tokens does not become a flood of fetches).
+
+A fetch has one total deadline (:data:`JWKS_DEADLINE_S`, not per read: a server trickling a
+byte a second cannot hold a call) and a byte cap (:data:`JWKS_MAX_BYTES`, counted as the body
+streams in, so a 50 MB key set is cut off before it is parsed).
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ from jwt import PyJWK
 from cds_hooks.errors import AuthError
 
 REFETCH_INTERVAL_S = 60.0
-JWKS_TIMEOUT_S = 2.0
+JWKS_DEADLINE_S = 2.0  # the whole fetch: connect, headers, body
+JWKS_MAX_BYTES = 256 * 1024  # a JWK Set of a few keys is a few kB
+
+
+class JwksTooLarge(Exception):
+    pass
 
 
 @dataclass
@@ -45,9 +54,17 @@ def _parse_jwks(data: Any) -> dict[str, PyJWK]:
 class KeyStore:
     """JWK Sets by source, cached; refetched on an unknown kid at most once a minute."""
 
-    def __init__(self, http: httpx.AsyncClient, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        clock: Callable[[], float] = time.monotonic,
+        deadline_s: float = JWKS_DEADLINE_S,
+        max_bytes: int = JWKS_MAX_BYTES,
+    ) -> None:
         self.http = http
         self.clock = clock
+        self.deadline_s = deadline_s
+        self.max_bytes = max_bytes
         self._sets: dict[str, _KeySet] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -76,14 +93,31 @@ class KeyStore:
 
     async def _fetch(self, url: str) -> _KeySet:
         try:
-            response = await self.http.get(
-                url, timeout=JWKS_TIMEOUT_S, headers={"Accept": "application/json"}
-            )
-            response.raise_for_status()
-            keyset = _KeySet(_parse_jwks(response.json()), self.clock())
-        except (httpx.HTTPError, json.JSONDecodeError, ValueError) as exc:
+            async with asyncio.timeout(self.deadline_s):
+                body = await self._body(url)
+            keyset = _KeySet(_parse_jwks(json.loads(body)), self.clock())
+        except (httpx.HTTPError, json.JSONDecodeError, ValueError, TimeoutError, JwksTooLarge) as exc:
             # Fail closed, and remember the failure so a flood of tokens does not flood the EHR.
             self._sets.setdefault(url, _KeySet()).fetched_at = self.clock()
             raise AuthError(f"JWK Set could not be fetched ({type(exc).__name__})") from exc
         self._sets[url] = keyset
         return keyset
+
+    async def _body(self, url: str) -> bytes:
+        """The body at ``url``, counted as it streams; JwksTooLarge past :attr:`max_bytes`."""
+        timeout = httpx.Timeout(self.deadline_s)
+        async with self.http.stream(
+            "GET", url, timeout=timeout, headers={"Accept": "application/json"}
+        ) as response:
+            response.raise_for_status()
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+                raise JwksTooLarge
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():  # decoded: a gzip bomb counts in full
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise JwksTooLarge
+                chunks.append(chunk)
+        return b"".join(chunks)

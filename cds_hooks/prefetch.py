@@ -70,7 +70,7 @@ async def resolve(
     if fetcher is None:
         raise PrefetchUnavailable(missing, "This evaluation cannot reach a FHIR server.")
     try:
-        server = server_from_request(request.fhirServer, request.fhirAuthorization)
+        server = server_from_request(request.fhirServer, request.fhirAuthorization, fetcher.listed)
     except FetchFailed as exc:
         raise PrefetchUnavailable(missing, exc.reason[0].upper() + exc.reason[1:] + ".") from exc
     queries = {key: substitute(templates[key], request.context) for key in missing}

@@ -13,6 +13,10 @@ merge) and of every call when auth is off. Settings::
 Every problem is a :class:`TrustedClientsError` that names the file and the entry. Rule ids
 are checked against the rule set by the service (:func:`unknown_rule_ids`): this protocol
 layer does not know the rules.
+
+Each ``jku_allow`` prefix is parsed and normalised here, once (:func:`cds_hooks.urls.parse_key_url`):
+one with userinfo, a query, a fragment or anything a URL parser could read two ways is refused
+with the file, never accepted silently.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import yaml
 
 from cds_hooks.errors import TrustedClientsError
-from cds_hooks.urls import secure_url
+from cds_hooks.urls import KeyUrl, parse_key_url, secure_url
 
 REPEAT_ALERTS = ("show", "suppress")
 SETTING_KEYS = ("silent", "rules", "repeat_alerts")
@@ -62,7 +66,7 @@ class TrustedClient:
     iss: str
     jwks: dict[str, Any] | None = None
     jwks_url: str | None = None
-    jku_allow: tuple[str, ...] = ()
+    jku_allow: tuple[KeyUrl, ...] = ()
     settings: ClientSettings = DEFAULT_SETTINGS  # defaults: already applied
 
 
@@ -152,11 +156,20 @@ def load_trust_file(path: Path, *, require_clients: bool = True) -> TrustFile:
         if jwks_url is not None and not secure_url(jwks_url):
             raise TrustedClientsError(f"{where}: jwks_url must be an https URL")
         allow = entry.get("jku_allow") or []
-        if not isinstance(allow, list) or not all(secure_url(a) for a in allow):
+        if not isinstance(allow, list):
             raise TrustedClientsError(f"{where}: jku_allow must be a list of https URL prefixes")
+        prefixes: list[KeyUrl] = []
+        for j, raw in enumerate(allow):
+            prefix = parse_key_url(raw)
+            if prefix is None:
+                raise TrustedClientsError(
+                    f"{where}: jku_allow[{j}] is not a plain https URL prefix "
+                    "(no userinfo, query, fragment, encoded dots or slashes)"
+                )
+            prefixes.append(prefix)
         own, given = _settings(entry.get("settings"), f"{where}.settings")
         out[entry["iss"]] = TrustedClient(
-            entry["iss"], jwks, jwks_url, tuple(allow), own.over(defaults, given)
+            entry["iss"], jwks, jwks_url, tuple(prefixes), own.over(defaults, given)
         )
     return TrustFile(out, defaults)
 

@@ -12,12 +12,12 @@ import anyio
 import httpx
 from fastapi import FastAPI
 
-from cds_hooks.errors import TrustedClientsError
 from cds_hooks.fhir_client import FhirFetcher
 from cds_hooks.jwt import Verifier
 from cds_hooks.keysets import KeyStore
 from cds_hooks.trust import TrustFile, load_trust_file, unknown_rule_ids
 from service.engine.adapter import RuleEngine
+from service.errors import TrustedClientsError
 from service.http import handlers
 from service.http.cors import LoggedCORS
 from service.http.edge import Edge
@@ -32,7 +32,7 @@ from service.ruleset.docs import docs_base
 from service.ruleset.loader import load_ruleset
 from service.ruleset.model import RuleSet
 from service.ruleset.reload import RuleReloader
-from service.settings import Settings, get_settings, patient_hash_key
+from service.settings import Settings, check_serving, get_settings, patient_hash_key
 from service.store.audit import AuditWriter
 from service.store.database import Store
 from service.store.snoozes import SnoozeCache
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        check_serving(settings)
         if settings.auth == "off":
             log.warning(
                 "OSTEOGUARD_AUTH=off: CDS calls are NOT authenticated. Never expose this to a network."
@@ -113,7 +114,8 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         app.state.verifier = None
         ledger = token_ledger(store)
         if clients is not None:
-            app.state.verifier = Verifier(clients, KeyStore(http), ledger)
+            keys = KeyStore(http, deadline_s=settings.jwks_deadline_s, max_bytes=settings.jwks_max_bytes)
+            app.state.verifier = Verifier(clients, keys, ledger)
             log.info("JWT verification on", extra={"trusted_clients": sorted(clients)})
         housekeeping = asyncio.create_task(
             _forget_expired_tokens(ledger, now), name="osteoguard-housekeeping"
@@ -124,7 +126,12 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
             ruleset,
             engine,
             lambda: now().date(),
-            fetcher=FhirFetcher(http, settings.fhir_timeout_s, on_outcome=count_fhir_fetch),
+            fetcher=FhirFetcher(
+                http,
+                settings.fhir_timeout_s,
+                on_outcome=count_fhir_fetch,
+                listed=settings.fhir_private_server_set,
+            ),
             recorder=Recorder(store, now, audit, snoozes, on_withheld=count_withheld),
             docs_base=pages,
             on_not_offered=count_not_offered,

@@ -21,9 +21,16 @@ if TYPE_CHECKING:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.errors import ConfigurationError
     from service.logs import configure_logging
+    from service.settings import check_serving, settings_or_exit_line
 
-    settings = get_settings()
+    try:
+        settings = settings_or_exit_line()
+        check_serving(settings)
+    except ConfigurationError as exc:  # one clear line, exit 2 (service/errors.py)
+        print(f"osteoguard: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     problem = _settings_problem()
     if problem is not None:  # one clear line and exit 2, not uvicorn's traceback (SPEC §1, §8)
@@ -109,9 +116,10 @@ async def _call_with_fhir(
     from cds_hooks.fhir_client import FhirFetcher
     from service.app import new_http_client
 
-    budget = get_settings().fhir_timeout_s
+    settings = get_settings()
+    budget = settings.fhir_timeout_s
     async with new_http_client(budget) as http:
-        registry.fetcher = FhirFetcher(http, budget)
+        registry.fetcher = FhirFetcher(http, budget, listed=settings.fhir_private_server_set)
         return await registry.call(service_id, payload, observe=observe)
 
 

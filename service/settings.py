@@ -5,9 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cds_hooks.errors import ConfigurationError, TrustedClientsError
 
 PACKAGED_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -37,6 +40,63 @@ class Settings(BaseSettings):
     rules_reload_s: float = Field(default=10.0, ge=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    # fhirServer base URLs (comma-separated) that fallback may call although they are on a
+    # loopback or private address: a local sandbox, an on-premise EHR. Link-local: never.
+    fhir_private_servers: str = ""
+    # A trusted client's JWK Set: at most this many bytes, fetched within this many seconds
+    # in all (connect, headers and body; not per read).
+    jwks_max_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    jwks_deadline_s: float = Field(default=2.0, gt=0, le=30)
+
+    @field_validator("fhir_private_servers")
+    @classmethod
+    def _base_urls(cls, value: str) -> str:
+        for url in filter(None, (u.strip() for u in value.split(","))):
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError(f"{url[:200]!r} is not an absolute http(s) base URL")
+        return value
+
+    @property
+    def fhir_private_server_set(self) -> frozenset[str]:
+        """The listed base URLs, as fallback compares them (no trailing "/")."""
+        return frozenset(u.strip().rstrip("/") for u in self.fhir_private_servers.split(",") if u.strip())
+
+
+def check_serving(settings: Settings) -> None:
+    """Refuse, with one :class:`ConfigurationError` line, settings the service must not run with.
+
+    In ``jwt`` mode the audience is configured, never taken from the request: with the Host
+    header as the audience, a token minted for another CDS service is accepted when replayed
+    with that service's Host (docs/security.md).
+    """
+    if settings.auth != "jwt":
+        return
+    if settings.trusted_clients is None:
+        raise TrustedClientsError(
+            "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_TRUSTED_CLIENTS (the trusted-clients file); "
+            "set OSTEOGUARD_AUTH=off only for local testing"
+        )
+    if not settings.public_url:
+        raise ConfigurationError(
+            "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_PUBLIC_URL (the external base URL EHRs call, "
+            "e.g. https://osteoguard.example.org): it is the audience every token must name"
+        )
+    parts = urlsplit(settings.public_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"OSTEOGUARD_PUBLIC_URL must be an absolute http(s) base URL, not {settings.public_url[:200]!r}"
+        )
+
+
+def settings_or_exit_line() -> Settings:
+    """The settings, or a ConfigurationError whose message is one line naming the bad value."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "OSTEOGUARD_" + "_".join(str(part) for part in first["loc"]).upper()
+        raise ConfigurationError(f"{name}: {first['msg']}") from exc
 
 
 def patient_hash_key(settings: Settings) -> bytes | None:

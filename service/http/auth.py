@@ -1,8 +1,10 @@
 """Authentication as a router dependency: every CDS endpoint verifies the caller's JWT first.
 
-``aud`` must be the URL of the endpoint being called: ``OSTEOGUARD_PUBLIC_URL`` plus the path
-when configured (behind an ingress the Host header differs), else the URL the request names.
-With ``OSTEOGUARD_AUTH=off`` there is no verifier and the dependency does nothing.
+``aud`` must be the URL of the endpoint being called: ``OSTEOGUARD_PUBLIC_URL`` plus the path.
+The Host header is never the audience (a token minted for another CDS service, replayed with
+that service's Host, would pass); start-up refuses ``jwt`` mode without a public URL
+(:func:`service.settings.check_serving`). With ``OSTEOGUARD_AUTH=off`` there is no verifier
+and the dependency does nothing.
 """
 
 from __future__ import annotations
@@ -20,11 +22,8 @@ async def authenticate(request: Request) -> None:
     verifier = request.app.state.verifier
     if verifier is None:
         return
-    public_url = request.app.state.settings.public_url
-    if public_url:
-        audience = public_url.rstrip("/") + request.url.path
-    else:
-        audience = str(request.url.replace(query="", fragment=""))
+    public_url: str = request.app.state.settings.public_url  # required in jwt mode
+    audience = public_url.rstrip("/") + request.url.path
     claims = await verifier.verify(request.headers.get("authorization"), audience)
     iss = claims.get("iss")
     request.state.client_iss = iss if isinstance(iss, str) else None

@@ -207,6 +207,9 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+CONNECT_TIMEOUT_S = 2  # seconds
+
+
 def _unavailable_on_error(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """Database errors on the request path become :class:`StoreUnavailable` (a 503), never a 500."""
 
@@ -225,7 +228,13 @@ class Store:
 
     def __init__(self, url: str, patient_hash_key: bytes | None = None) -> None:
         self.url = url
-        self.engine: Engine = create_engine(sqlalchemy_url(url), pool_pre_ping=True, future=True)
+        # A PostgreSQL server that is away must cost a call seconds, not the OS connect timeout.
+        connect_args = (
+            {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith(("postgresql:", "postgres:")) else {}
+        )
+        self.engine: Engine = create_engine(
+            sqlalchemy_url(url), pool_pre_ping=True, future=True, connect_args=connect_args
+        )
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._key = patient_hash_key

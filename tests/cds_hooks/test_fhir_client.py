@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -130,7 +133,7 @@ def test_patient_view_fetches_only_medications_when_not_on_anastrozole(client: T
 
 # ---- failures: 412 naming the key and the reason, never the token ----------------------------
 @pytest.mark.parametrize(
-    ("response", "reason"),
+    ("response", "logged"),
     [
         (httpx.Response(401), "HTTP 401"),
         (httpx.Response(403), "HTTP 403"),
@@ -138,23 +141,108 @@ def test_patient_view_fetches_only_medications_when_not_on_anastrozole(client: T
         (httpx.Response(500, text="Traceback: boom"), "HTTP 500"),
         (httpx.Response(503), "HTTP 503"),
         (httpx.Response(200, text="<html>login</html>"), "not JSON"),
-        (httpx.Response(200, json={"resourceType": "Patient", "id": "x"}), "not a Bundle"),
-        (httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": []}), "OperationOutcome"),
+        (httpx.Response(200, json={"resourceType": "OperationOutcome", "issue": []}), "an OperationOutcome"),
         (httpx.Response(200, json=[1, 2]), "not a FHIR resource"),
         (httpx.Response(302, headers={"location": "https://evil.example/steal"}), "HTTP 302"),
     ],
 )
 @respx.mock
-def test_failed_fetch_is_412_naming_key_and_reason(
-    client: TestClient, response: httpx.Response, reason: str
+def test_failed_fetch_is_412_naming_the_key_with_one_text_and_the_detail_in_the_log(
+    client: TestClient, response: httpx.Response, logged: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     respx.get(url__startswith=f"{BASE}/Observation").mock(return_value=response)
     result = client.post(SIGN, json=with_fhir_server(order_sign("fc-6"), ("vitaminD",)))
     assert result.status_code == 412
     issue = result.json()["issue"][0]
     assert issue["expression"] == ["prefetch.vitaminD"]
-    assert reason in issue["details"]["text"]
+    assert "the FHIR server gave no usable answer" in issue["details"]["text"]
     assert TOKEN not in result.text and "Traceback" not in result.text and "evil" not in result.text
+    assert any(getattr(r, "problem", None) == logged for r in caplog.records)
+
+
+@respx.mock
+def test_a_search_answered_with_another_resource_is_412(client: TestClient) -> None:
+    respx.get(url__startswith=f"{BASE}/Observation").mock(
+        return_value=httpx.Response(200, json={"resourceType": "Patient", "id": "x"})
+    )
+    result = client.post(SIGN, json=with_fhir_server(order_sign("fc-6"), ("vitaminD",)))
+    assert result.status_code == 412 and "not a Bundle" in result.json()["issue"][0]["details"]["text"]
+
+
+def test_a_closed_port_and_a_live_non_fhir_port_give_the_same_412_text(tmp_path: Any) -> None:
+    # A real closed port and a real live web server on 127.0.0.1: the text must not tell them apart.
+    class Web(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = b"<html>admin console</html>"
+            self.send_response(404)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    live = ThreadingHTTPServer(("127.0.0.1", 0), Web)
+    threading.Thread(target=live.serve_forever, daemon=True).start()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        live_base = f"http://127.0.0.1:{live.server_address[1]}/fhir"
+        closed_base = f"http://127.0.0.1:{closed_port}/fhir"
+        settings = make_settings(tmp_path, fhir_private_servers=f"{live_base},{closed_base}")
+        texts = []
+        try:
+            with TestClient(create_app(settings)) as c:
+                for base in (live_base, closed_base):
+                    req = order_sign("fc-scan")
+                    del req["prefetch"]["vitaminD"]
+                    req["fhirServer"] = base
+                    result = c.post(SIGN, json=req)
+                    assert result.status_code == 412
+                    texts.append(result.json()["issue"][0]["details"]["text"])
+        finally:
+            live.shutdown()
+            live.server_close()
+    assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        "https://169.254.169.254/latest",  # cloud metadata
+        "https://[fe80::1]/fhir",
+        "https://10.1.2.3/fhir",
+        "https://192.168.0.10/fhir",
+        "https://172.16.5.5/fhir",
+        "https://[fd00::5]/fhir",
+        "https://[::ffff:10.0.0.1]/fhir",
+        "https://0.0.0.0/fhir",
+        "https://127.0.0.1/fhir",
+        "http://localhost:8080/fhir",
+    ],
+)
+@respx.mock
+def test_fallback_never_calls_an_internal_address_it_was_not_told_of(client: TestClient, server: str) -> None:
+    route = respx.route().mock(return_value=httpx.Response(200, json=bundle()))
+    req = order_sign("fc-internal")
+    del req["prefetch"]["vitaminD"]
+    req["fhirServer"] = server
+    result = client.post(SIGN, json=req)
+    assert result.status_code == 412 and "internal address" in result.json()["issue"][0]["details"]["text"]
+    assert not route.called
+
+
+def test_a_listed_private_server_is_called_but_link_local_never() -> None:
+    listed = frozenset({"https://10.1.2.3/fhir", "https://169.254.169.254/fhir"})
+    assert server_from_request("https://10.1.2.3/fhir/", None, listed).base == "https://10.1.2.3/fhir"
+    with pytest.raises(FetchFailed, match="internal address"):
+        server_from_request("https://169.254.169.254/fhir", None, listed)
+    with pytest.raises(FetchFailed, match="internal address"):
+        server_from_request("https://10.1.2.4/fhir", None, listed)
+
+
+def test_a_public_address_needs_no_listing() -> None:
+    assert server_from_request("https://8.8.8.8/fhir", None).base == "https://8.8.8.8/fhir"
 
 
 @pytest.mark.parametrize(
@@ -210,8 +298,13 @@ def test_unusable_fhir_server_or_authorization_is_412(
 
 
 def test_plain_http_is_allowed_only_for_loopback() -> None:
-    assert server_from_request("http://127.0.0.1:8090/fhir", None).base == "http://127.0.0.1:8090/fhir"
-    assert server_from_request("http://localhost/fhir", None).headers == {"Accept": "application/fhir+json"}
+    listed = frozenset({"http://127.0.0.1:8090/fhir", "http://localhost/fhir"})
+    assert (
+        server_from_request("http://127.0.0.1:8090/fhir", None, listed).base == "http://127.0.0.1:8090/fhir"
+    )
+    assert server_from_request("http://localhost/fhir", None, listed).headers == {
+        "Accept": "application/fhir+json"
+    }
     with pytest.raises(FetchFailed):
         server_from_request("http://10.0.0.5/fhir", None)
 

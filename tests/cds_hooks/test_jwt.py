@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import threading
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from cds_hooks.errors import TrustedClientsError
+from cds_hooks.errors import ConfigurationError, TrustedClientsError
 from cds_hooks.trust import load_trusted_clients
 from service.app import create_app
 from tests.builders import order_sign
@@ -64,13 +65,76 @@ class JwksServer:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"{self.origin}/jwks.json"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class KeyPathsServer:
+    """A real key server on 127.0.0.1 that serves a JWK Set per path and records every path asked."""
+
+    def __init__(self, sets: dict[str, dict[str, Any]]) -> None:
+        self.sets = sets
+        self.paths: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                outer.paths.append(self.path)
+                found = outer.sets.get(self.path)
+                body = json.dumps(found).encode() if found is not None else b"{}"
+                self.send_response(200 if found is not None else 404)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def key_paths() -> Iterator[KeyPathsServer]:
+    """Honest keys under /keys/, the attacker's key at /evil/ on the same host and port."""
+    server = KeyPathsServer(
+        {
+            "/keys/jwks.json": {"keys": [jwk(EC_KEY, "ec-1")]},
+            "/evil/jwks.json": {"keys": [jwk(EC_KEY_2, "attacker")]},
+            "/keys-evil/jwks.json": {"keys": [jwk(EC_KEY_2, "attacker")]},
+        }
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def attacker() -> Iterator[JwksServer]:
+    """Another server, on another port, serving only the attacker's key."""
+    server = JwksServer()
+    server.jwks = {"keys": [jwk(EC_KEY_2, "attacker")]}
+    yield server
+    server.stop()
+
+
+def jku_client(tmp_path: Path, jwks_url: str, allow: list[str]) -> TestClient:
+    trusted = clients_file(tmp_path, {"jwks_url": jwks_url, "jku_allow": allow})
+    return TestClient(
+        create_app(make_settings(tmp_path, auth="jwt", trusted_clients=trusted, public_url=BASE))
+    )
 
 
 @pytest.fixture
@@ -88,8 +152,8 @@ def clients_file(tmp_path: Path, entry: dict[str, Any]) -> Path:
 
 @pytest.fixture
 def auth_settings(tmp_path: Path, jwks_server: JwksServer) -> dict[str, Any]:
-    trusted = clients_file(tmp_path, {"jwks_url": jwks_server.url, "jku_allow": ["http://127.0.0.1:"]})
-    return {"auth": "jwt", "trusted_clients": trusted}
+    trusted = clients_file(tmp_path, {"jwks_url": jwks_server.url, "jku_allow": [jwks_server.origin + "/"]})
+    return {"auth": "jwt", "trusted_clients": trusted, "public_url": BASE}
 
 
 @pytest.fixture
@@ -168,10 +232,61 @@ def test_small_clock_skew_is_allowed(client: TestClient) -> None:
 
 
 def test_public_url_sets_the_expected_audience(tmp_path: Path, auth_settings: dict[str, Any]) -> None:
-    settings = make_settings(tmp_path, public_url="https://osteoguard.example.org", **auth_settings)
+    settings = make_settings(tmp_path, **{**auth_settings, "public_url": "https://osteoguard.example.org"})
     with TestClient(create_app(settings)) as c:
         assert_refused(call(c, token(aud=BASE + SIGN)))
         assert call(c, token(aud="https://osteoguard.example.org" + SIGN)).status_code == 200
+
+
+def test_jwt_mode_without_a_public_url_refuses_to_start(
+    tmp_path: Path, auth_settings: dict[str, Any]
+) -> None:
+    settings = make_settings(tmp_path, **{**auth_settings, "public_url": None})
+    with pytest.raises(ConfigurationError, match="OSTEOGUARD_PUBLIC_URL"), TestClient(create_app(settings)):
+        pass
+
+
+def test_a_token_for_another_service_replayed_with_its_host_is_refused(client: TestClient) -> None:
+    # The audience is the configured URL, never the Host header the caller chose.
+    other = "https://other-cds.example.org"
+    response = client.post(
+        SIGN,
+        json=order_sign("auth-1"),
+        headers={"authorization": f"Bearer {token(aud=other + SIGN)}", "host": "other-cds.example.org"},
+    )
+    assert_refused(response)
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "BeArEr"])
+def test_the_bearer_scheme_is_case_insensitive(client: TestClient, scheme: str) -> None:
+    response = client.post(SIGN, json=order_sign("auth-1"), headers={"authorization": f"{scheme} {token()}"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("crit", [["exp"], ["urn:example:unknown"], [], "b64"])
+def test_a_crit_header_is_refused(client: TestClient, crit: Any) -> None:
+    # RFC 7515 §4.1.11: extensions listed in crit must be understood; we implement none.
+    assert_refused(call(client, token(headers={"crit": crit, "urn:example:unknown": True})))
+
+
+@pytest.mark.parametrize("alg", [["ES384"], {"alg": "ES384"}, 384, None, True])
+def test_an_alg_that_is_not_a_string_is_401_not_500(
+    tmp_path: Path, auth_settings: dict[str, Any], alg: Any
+) -> None:
+    good = token().split(".")
+    header = json.loads(base64.urlsafe_b64decode(good[0] + "=="))
+    header["alg"] = alg
+    head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    with TestClient(create_app(make_settings(tmp_path, **auth_settings)), raise_server_exceptions=False) as c:
+        assert_refused(call(c, ".".join([head, good[1], good[2]])))
+
+
+def test_a_huge_iss_writes_a_bounded_log_line(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    huge = "https://evil.example/" + "x" * 1_000_000
+    call(client, token(iss=huge, jti="j" * 100_000))
+    (refused,) = [r for r in caplog.records if r.getMessage().startswith("request refused")]
+    assert len(str(vars(refused))) < 4_000
+    assert refused.iss.startswith("https://evil.example/xxx")  # type: ignore[attr-defined]
 
 
 def test_health_endpoints_need_no_token(client: TestClient) -> None:
@@ -283,7 +398,9 @@ def test_jku_is_used_only_when_allowed(tmp_path: Path, jwks_server: JwksServer) 
     other.jwks = {"keys": [jwk(EC_KEY_2, "attacker")]}
     try:
         trusted = clients_file(tmp_path, {"jwks_url": jwks_server.url, "jku_allow": [jwks_server.url]})
-        with TestClient(create_app(make_settings(tmp_path, auth="jwt", trusted_clients=trusted))) as c:
+        with TestClient(
+            create_app(make_settings(tmp_path, auth="jwt", trusted_clients=trusted, public_url=BASE))
+        ) as c:
             forged = token(EC_KEY_2, "ES384", "attacker", headers={"jku": other.url})
             assert_refused(call(c, forged))
             assert other.hits == 0  # a jku outside jku_allow is never even fetched
@@ -291,6 +408,104 @@ def test_jku_is_used_only_when_allowed(tmp_path: Path, jwks_server: JwksServer) 
             assert call(c, allowed).status_code == 200
     finally:
         other.stop()
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "/keys/../evil/jwks.json",  # a dot segment climbing out of the allowed folder
+        "/keys/./../evil/jwks.json",
+        "/keys/%2e%2e/evil/jwks.json",  # the same, percent-encoded
+        "/keys/%2E%2E%2Fevil/jwks.json",
+        "/keys/..%2fevil/jwks.json",
+        "/keys\\..\\evil/jwks.json",  # backslashes, read as "/" by some parsers
+    ],
+)
+def test_jku_cannot_climb_out_of_the_allowed_path(
+    tmp_path: Path, key_paths: KeyPathsServer, tail: str
+) -> None:
+    with jku_client(tmp_path, key_paths.origin + "/keys/jwks.json", [key_paths.origin + "/keys/"]) as c:
+        forged = token(EC_KEY_2, "ES384", "attacker", headers={"jku": key_paths.origin + tail})
+        assert_refused(call(c, forged))
+    assert not any("evil" in path for path in key_paths.paths)  # no request left for it
+
+
+def test_jku_prefix_matches_only_at_a_path_segment_boundary(
+    tmp_path: Path, key_paths: KeyPathsServer
+) -> None:
+    # "/keys" allows /keys/... but not /keys-evil/...
+    with jku_client(tmp_path, key_paths.origin + "/keys/jwks.json", [key_paths.origin + "/keys"]) as c:
+        forged = token(
+            EC_KEY_2, "ES384", "attacker", headers={"jku": key_paths.origin + "/keys-evil/jwks.json"}
+        )
+        assert_refused(call(c, forged))
+    assert "/keys-evil/jwks.json" not in key_paths.paths
+
+
+def test_jku_under_the_prefix_is_fetched_in_its_normalised_form(
+    tmp_path: Path, key_paths: KeyPathsServer
+) -> None:
+    with jku_client(tmp_path, key_paths.origin + "/other.json", [key_paths.origin + "/keys"]) as c:
+        honest = token(headers={"jku": key_paths.origin + "/keys/./sub/../jwks.json"})
+        assert call(c, honest).status_code == 200
+    assert key_paths.paths == ["/keys/jwks.json"]  # what was checked is what was fetched
+
+
+@pytest.mark.parametrize("entry_tail", ["", "/"])
+def test_jku_with_userinfo_never_reaches_the_attacker(
+    tmp_path: Path, jwks_server: JwksServer, attacker: JwksServer, entry_tail: str
+) -> None:
+    # An entry without a trailing slash used to let "allowed-host@attacker/..." through.
+    allowed_host = jwks_server.origin.removeprefix("http://")
+    attacker_host = attacker.origin.removeprefix("http://")
+    with jku_client(tmp_path, jwks_server.url, [jwks_server.origin + entry_tail]) as c:
+        for jku in (
+            f"http://{allowed_host}@{attacker_host}/jwks.json",
+            f"http://{allowed_host}:x@{attacker_host}/jwks.json",
+            f"http://user@{allowed_host}/jwks.json",
+        ):
+            forged = token(EC_KEY_2, "ES384", "attacker", headers={"jku": jku})
+            assert_refused(call(c, forged))
+    assert attacker.hits == 0
+
+
+def test_a_refused_jku_falls_back_to_the_clients_own_key_set(tmp_path: Path, jwks_server: JwksServer) -> None:
+    # SPEC §1: a jku outside jku_allow is not used; the client's jwks_url verifies the token.
+    with jku_client(tmp_path, jwks_server.url, [jwks_server.origin + "/keys/"]) as c:
+        honest = token(headers={"jku": jwks_server.origin + "/keys/../jwks.json"})
+        assert call(c, honest).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "https://ehr.example.org@attacker.example/keys/",
+        "https://user:pw@ehr.example.org/keys/",
+        "https://ehr.example.org/keys/?x=1",
+        "https://ehr.example.org/keys/#frag",
+        "https://ehr.example.org/%2e%2e/keys/",
+        "https://ehr.example.org\\@attacker.example/",
+        "https://ehr.example.org:99999/",
+        "http://ehr.example.org/keys/",  # plain http off loopback
+        "https://ehr.example.org/ke ys/",
+    ],
+)
+def test_a_jku_allow_entry_that_could_be_read_two_ways_is_refused_at_load(tmp_path: Path, entry: str) -> None:
+    path = clients_file(tmp_path, {"jwks_url": "https://ehr.example.org/jwks.json", "jku_allow": [entry]})
+    with pytest.raises(TrustedClientsError, match=r"jku_allow\[0\]"):
+        load_trusted_clients(path)
+
+
+def test_jku_allow_entries_are_normalised_at_load(tmp_path: Path) -> None:
+    path = clients_file(
+        tmp_path,
+        {
+            "jwks_url": "https://ehr.example.org/jwks.json",
+            "jku_allow": ["HTTPS://EHR.Example.org:443/a/./b/../keys"],
+        },
+    )
+    (prefix,) = load_trusted_clients(path)[ISS].jku_allow
+    assert prefix.url == "https://ehr.example.org/a/keys"
 
 
 def test_key_sets_are_cached_not_fetched_per_request(client: TestClient, jwks_server: JwksServer) -> None:
@@ -322,13 +537,17 @@ def test_key_server_down_fails_closed(tmp_path: Path, jwks_server: JwksServer) -
     url = jwks_server.url
     jwks_server.stop()
     trusted = clients_file(tmp_path, {"jwks_url": url})
-    with TestClient(create_app(make_settings(tmp_path, auth="jwt", trusted_clients=trusted))) as c:
+    with TestClient(
+        create_app(make_settings(tmp_path, auth="jwt", trusted_clients=trusted, public_url=BASE))
+    ) as c:
         assert_refused(call(c, token()))
 
 
 def test_inline_jwks(tmp_path: Path) -> None:
     trusted = clients_file(tmp_path, {"jwks": {"keys": [jwk(RSA_KEY, "inline-1")]}})
-    with TestClient(create_app(make_settings(tmp_path, auth="jwt", trusted_clients=trusted))) as c:
+    with TestClient(
+        create_app(make_settings(tmp_path, auth="jwt", trusted_clients=trusted, public_url=BASE))
+    ) as c:
         assert call(c, token(RSA_KEY, "RS384", "inline-1")).status_code == 200
 
 
@@ -368,7 +587,9 @@ def test_cds_hooks_sandbox_token_shape_verifies(tmp_path: Path) -> None:
         algorithm="ES384",
         headers={"typ": "JWT", "kid": "sandbox-key", "jku": sandbox_jku},
     )
-    with TestClient(create_app(make_settings(tmp_path, auth="jwt", trusted_clients=trusted))) as c:
+    with TestClient(
+        create_app(make_settings(tmp_path, auth="jwt", trusted_clients=trusted, public_url=BASE))
+    ) as c:
         assert call(c, sandbox_token).status_code == 200
 
 

@@ -517,7 +517,10 @@ def test_existing_secret_is_referenced_and_none_is_created(render: Render) -> No
 
 
 def test_existing_secret_needs_no_database_url_or_clients_in_values(render: Render) -> None:
-    objects = render(base={"secrets": {"existingSecret": "osteoguard-prod"}})
+    # publicUrl is not a secret: it stays in the values.
+    objects = render(
+        base={"secrets": {"existingSecret": "osteoguard-prod"}, "publicUrl": "https://og.example.org"}
+    )
     assert "Deployment" in kinds(objects)
 
 
@@ -579,11 +582,23 @@ def test_ingress_routes_to_the_service_with_tls(render: Render) -> None:
 
 
 def test_public_url_is_derived_from_the_tls_ingress_host(render: Render) -> None:
-    assert env(render(SCENARIOS["ingress-on"]))["OSTEOGUARD_PUBLIC_URL"] == "https://osteoguard.example.org"
+    values = merge(SCENARIOS["ingress-on"], {"publicUrl": ""})
+    assert env(render(values))["OSTEOGUARD_PUBLIC_URL"] == "https://osteoguard.example.org"
 
 
-def test_public_url_is_left_to_the_service_without_ingress(render: Render) -> None:
-    assert "OSTEOGUARD_PUBLIC_URL" not in env(render())
+def test_public_url_comes_from_the_values(render: Render) -> None:
+    assert env(render())["OSTEOGUARD_PUBLIC_URL"] == "https://osteoguard.example.org"
+
+
+def test_jwt_without_a_public_url_or_ingress_refuses_to_render(render: Render) -> None:
+    # The service refuses to start in jwt mode without OSTEOGUARD_PUBLIC_URL (the audience).
+    with pytest.raises(helm.HelmRenderError, match="auth.mode=jwt needs publicUrl"):
+        render({"publicUrl": ""})
+
+
+def test_public_url_is_left_out_with_auth_off_and_no_ingress(render: Render) -> None:
+    values = merge(SCENARIOS["auth-off-acknowledged"], {"publicUrl": ""})
+    assert "OSTEOGUARD_PUBLIC_URL" not in env(render(values))
 
 
 def test_service_targets_the_named_http_port(render: Render) -> None:

@@ -41,6 +41,15 @@ def fhir_authorization(token: str) -> dict[str, Any]:
     }
 
 
+def post(client: TestClient, case: dict[str, Any], request: dict[str, Any]) -> Any:
+    """Post the case; its loopback fhirServer is listed first, as an operator lists a sandbox
+    (OSTEOGUARD_FHIR_PRIVATE_SERVERS: fallback calls no loopback server it was not told of)."""
+    if isinstance(request.get("fhirServer"), str):
+        fetcher = client.app.state.registry.fetcher  # type: ignore[attr-defined]
+        fetcher.listed = fetcher.listed | {request["fhirServer"].rstrip("/")}
+    return client.post(f"/cds-services/{case['service']}", json=request)
+
+
 def full_request(case: dict[str, Any], today: date) -> dict[str, Any]:
     return roll_dates(case["request"], today)
 
@@ -100,7 +109,7 @@ def card_view(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def cards(client: TestClient, case: dict[str, Any], request: dict[str, Any]) -> list[dict[str, Any]]:
-    response = client.post(f"/cds-services/{case['service']}", json=request)
+    response = post(client, case, request)
     assert response.status_code == 200, f"{response.status_code}: {response.text}"
     return [card_view(c) for c in response.json()["cards"]]
 
@@ -176,7 +185,7 @@ def test_wrong_token_is_412_without_the_token(
     case = about_anastrozole_case()
     wrong = f"wrong-{secrets.token_urlsafe(24)}"
     request = bare_request(case, today, fhir_sandbox.base_url, wrong)
-    response = osteoguard.post(f"/cds-services/{case['service']}", json=request)
+    response = post(osteoguard, case, request)
     assert response.status_code == 412
     assert response.json()["resourceType"] == "OperationOutcome"
     assert wrong not in response.text and fhir_sandbox.token not in response.text
@@ -187,6 +196,6 @@ def test_unreachable_fhir_server_is_412(osteoguard: TestClient, today: date) -> 
     case = about_anastrozole_case()
     closed = f"http://127.0.0.1:{sb.free_port()}/fhir"
     request = bare_request(case, today, closed, secrets.token_urlsafe(24))
-    response = osteoguard.post(f"/cds-services/{case['service']}", json=request)
+    response = post(osteoguard, case, request)
     assert response.status_code == 412
     assert response.json()["resourceType"] == "OperationOutcome"

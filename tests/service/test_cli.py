@@ -146,3 +146,47 @@ def test_serve_refuses_unknown_rule_ids_in_the_settings_with_one_line_and_exit_2
     err = capsys.readouterr().err.strip()
     assert err.startswith("osteoguard serve: ") and "\n" not in err
     assert "unknown rule id(s) vitamin-dee" in err
+
+
+def test_serve_in_jwt_mode_without_a_public_url_is_exit_2_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clients = tmp_path / "clients.yaml"
+    clients.write_text("clients: [{iss: https://ehr.example.org, jwks: {keys: []}}]\n")
+    monkeypatch.setenv("OSTEOGUARD_AUTH", "jwt")
+    monkeypatch.setenv("OSTEOGUARD_TRUSTED_CLIENTS", str(clients))
+    assert main(["serve"]) == 2  # before uvicorn binds anything
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "OSTEOGUARD_PUBLIC_URL" in err
+
+
+@pytest.mark.parametrize(
+    "value", ["ftp://osteoguard.example.org", "osteoguard.example.org", "https://x/?q=1"]
+)
+def test_serve_with_a_public_url_that_is_not_a_base_url_is_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    clients = tmp_path / "clients.yaml"
+    clients.write_text("clients: [{iss: https://ehr.example.org, jwks: {keys: []}}]\n")
+    monkeypatch.setenv("OSTEOGUARD_TRUSTED_CLIENTS", str(clients))
+    monkeypatch.setenv("OSTEOGUARD_PUBLIC_URL", value)
+    assert main(["serve"]) == 2
+    assert "OSTEOGUARD_PUBLIC_URL must be an absolute" in capsys.readouterr().err
+
+
+def test_serve_with_a_bad_setting_value_is_exit_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_FHIR_TIMEOUT_S", "-1")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "OSTEOGUARD_FHIR_TIMEOUT_S" in err
+
+
+def test_serve_with_a_listed_fhir_server_that_is_not_a_url_is_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_FHIR_PRIVATE_SERVERS", "https://10.0.0.5/fhir,not-a-url")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "OSTEOGUARD_FHIR_PRIVATE_SERVERS" in err and "not-a-url" in err

@@ -99,12 +99,18 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
 
     fhir = ThreadingHTTPServer(("127.0.0.1", 0), HeldFhirServer)
     threading.Thread(target=fhir.serve_forever, daemon=True).start()
-    proc, port, _ = start_serving(tmp_path, OSTEOGUARD_FHIR_TIMEOUT_S="20", NO_PROXY="127.0.0.1,localhost")
+    fhir_base = f"http://127.0.0.1:{fhir.server_address[1]}/fhir"
+    proc, port, _ = start_serving(
+        tmp_path,
+        OSTEOGUARD_FHIR_TIMEOUT_S="20",
+        OSTEOGUARD_FHIR_PRIVATE_SERVERS=fhir_base,
+        NO_PROXY="127.0.0.1,localhost",
+    )
     result: dict[str, object] = {}
     try:
         request = order_sign("drain-1", e2=7.0)
         del request["prefetch"]["estradiol"]
-        request["fhirServer"] = f"http://127.0.0.1:{fhir.server_address[1]}/fhir"
+        request["fhirServer"] = fhir_base
 
         def call() -> None:
             with httpx.Client(timeout=30, trust_env=False) as http:

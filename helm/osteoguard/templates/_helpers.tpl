@@ -214,6 +214,9 @@ Refuse values that would deploy something unsafe or broken. Included by the Depl
 {{- if and $v.podDisruptionBudget.enabled (not (kindIs "invalid" $v.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" $v.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "podDisruptionBudget: set minAvailable or maxUnavailable, not both (set the other to null)." }}
 {{- end }}
+{{- if and (eq $v.auth.mode "jwt") (not (include "osteoguard.publicUrl" .)) }}
+{{- fail "auth.mode=jwt needs publicUrl (the external base URL EHRs call, e.g. https://osteoguard.example.org), or ingress.enabled with a host: it is the audience every CDS Hooks JWT must name, and the service refuses to start without it." }}
+{{- end }}
 {{- if lt (int $v.terminationGracePeriodSeconds) (add (int $v.preStopSleepSeconds) 20) }}
 {{- fail "terminationGracePeriodSeconds must be at least preStopSleepSeconds + 20 (the service gives in-flight requests 20 s after SIGTERM)." }}
 {{- end }}

@@ -7,6 +7,8 @@ from datetime import date, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+import pytest
+
 from service.clinical.display import fmt_number
 from service.clinical.facts import FactBuilder, PatientData
 from service.ruleset.model import RuleSet
@@ -183,3 +185,10 @@ def test_status_of_the_wrong_type_is_not_usable(ruleset: RuleSet) -> None:
     result = obs("e", "f1", "2243-4", 5, "pg/mL", 5)
     result["status"] = ["final"]
     assert FactBuilder(ruleset, TODAY).lab(data([result]), "estradiol").fields["count"] == 0
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -1])
+def test_an_estradiol_of_zero_or_less_is_unreadable_not_low(ruleset: RuleSet, value: float) -> None:
+    # Issue 13: an E2 of 0 gave a "lower the dose" card. It is implausible, so no result at all.
+    fact = FactBuilder(ruleset, TODAY).lab(data([obs("e", "f1", "2243-4", value, "pg/mL", 5)]), "estradiol")
+    assert fact.fields["count"] == 0

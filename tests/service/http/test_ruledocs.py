@@ -24,7 +24,11 @@ def jwt_client(tmp_path: Path) -> Iterator[TestClient]:
     trusted.write_text(
         yaml.safe_dump({"clients": [{"iss": "https://ehr.example.org", "jwks": {"keys": []}}]})
     )
-    with TestClient(create_app(make_settings(tmp_path, auth="jwt", trusted_clients=trusted))) as c:
+    with TestClient(
+        create_app(
+            make_settings(tmp_path, auth="jwt", trusted_clients=trusted, public_url="http://testserver")
+        )
+    ) as c:
         yield c
 
 
