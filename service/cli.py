@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 def _check_listen(host: str, port: int, workers: int) -> None:
     """The address can be listened on (a port in use is a configuration error, SPEC §1)."""
-    if not 0 < port < 65536:
-        raise ConfigurationError(f"--port {port}: not a TCP port (1-65535)")
+    if not 0 <= port < 65536:
+        raise ConfigurationError(f"--port {port}: not a TCP port (0-65535)")
     if workers < 1:
         raise ConfigurationError(f"--workers {workers}: at least 1")
     try:
@@ -109,6 +109,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         hook = payload.get("hook") if isinstance(payload, dict) else None
         service = registry.service_for_hook(str(hook))
         response = asyncio.run(_call_with_fhir(registry, service.id, payload))
+    except ConfigurationError:
+        raise  # main() prints it as one line naming the setting
     except ServiceError as exc:
         print(f"osteoguard evaluate: {exc.status_code}: {exc.message}", file=sys.stderr)
         return 2
@@ -256,7 +258,8 @@ class _Version(argparse.Action):
             parser.exit(2, f"osteoguard: {exc.message}\n")
         except (OSError, yaml.YAMLError, TypeError, KeyError):
             rules = "rule set unreadable"
-        parser.exit(0, f"osteoguard {__version__}, {rules}\n")
+        print(f"osteoguard {__version__}, {rules}")
+        parser.exit(0)
 
 
 def _since(value: str) -> datetime:
