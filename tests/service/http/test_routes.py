@@ -448,7 +448,7 @@ def test_deeply_nested_draft_is_400_not_a_crash(client: TestClient) -> None:
 
 
 def test_no_generated_api_pages(client: TestClient) -> None:
-    # FastAPI's defaults are off (README, docs/security.md); the rule pages stay public
+    # FastAPI's defaults are off (README, "Documentation"); the rule pages stay public
     for path in ("/docs", "/redoc", "/openapi.json"):
         assert client.get(path).status_code == 404, path
     assert client.get("/docs/rules").status_code == 200
