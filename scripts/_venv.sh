@@ -19,7 +19,7 @@ pick_python() {
         fi
     done
     echo "osteoguard needs Python 3.11, 3.12 or 3.13 (found: $(python3 --version 2>&1 || echo none))." >&2
-    echo "Install one (README, \"Python\"), or point PYTHON= at one: PYTHON=/path/to/python3.13 $0" >&2
+    echo "Install one (README: \"No suitable Python?\"), or point PYTHON= at one: PYTHON=/path/to/python3.13 $0" >&2
     return 1
 }
 
