@@ -24,7 +24,7 @@ from service.http import handlers
 from service.http.edge import Edge
 from service.http.routes import ops_router, router
 from service.http.ruledocs import docs_router
-from service.logs import quiet_libraries
+from service.logs import configure_logging, quiet_libraries
 from service.metrics import RULESET, count_fhir_fetch
 from service.pipeline.record import Recorder
 from service.pipeline.registry import Registry, utc_now
@@ -104,6 +104,9 @@ def check_configuration(settings: Settings) -> None:
 def create_app(settings: Settings | None = None, now: Callable[[], datetime] = utc_now) -> FastAPI:
     """Build the app. The rule set is loaded (and must validate) when the lifespan starts."""
     settings = settings or get_settings()
+    if not logging.getLogger().handlers:
+        # A worker process of `serve --workers N` starts with no logging set up (spawned).
+        configure_logging(settings.log_level)
     quiet_libraries()  # SPEC §9, also where the app is embedded without `osteoguard serve`
 
     @asynccontextmanager
