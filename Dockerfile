@@ -8,8 +8,10 @@
 #   docker run --rm --read-only --tmpfs /tmp -v osteoguard-data:/var/lib/osteoguard \
 #       -e OSTEOGUARD_AUTH=off -p 8000:8000 osteoguard:0.1.0
 #
-# Python 3.12, not 3.13: durable-rules 2.0.28 builds on 3.13 but fails at import. The base is
-# pinned by version; both stages use the same one, so the venv's interpreter links resolve.
+# Python 3.12 by default. A 3.13 base works too (--build-arg PYTHON_IMAGE=python:3.13.x-slim-trixie):
+# the build stage then compiles durable-rules 2.0.28 with the one flag it needs to import there.
+# The base is pinned by version; both stages use the same one, so the venv's interpreter links
+# resolve.
 ARG PYTHON_IMAGE=python:3.12.15-slim-trixie
 
 # ---------------------------------------------------------------------------------------
@@ -32,10 +34,14 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
 # Dependencies first, from the project's pins, so a code change does not recompile durable-rules.
+# On Python 3.13 durable-rules needs CPPFLAGS="-DPyEval_CallObject=PyObject_CallObject" (3.13
+# removed that call; its setup.py overwrites CFLAGS, not CPPFLAGS); it is always built from its
+# sdist (--no-binary) and never from a cached wheel.
 # The list comes from pyproject.toml itself, so it cannot drift from the package metadata.
 COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/deps.txt', 'w').write(chr(10).join(deps))" \
-    && pip install --no-cache-dir -c constraints.txt -r /tmp/deps.txt
+    && CPPFLAGS="$(python -c 'import sys; print("-DPyEval_CallObject=PyObject_CallObject" if sys.version_info >= (3, 13) else "")')" \
+       pip install --no-cache-dir --no-binary durable-rules -c constraints.txt -r /tmp/deps.txt
 
 # Then the code. --no-deps: everything it needs is installed above, at the pinned versions.
 COPY README.md ./

@@ -77,7 +77,14 @@ class Verifier:
         aud = unverified.get("aud")
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if _norm(audience) not in {_norm(a) for a in audiences if isinstance(a, str)}:
-            raise AuthError("aud is not this endpoint", iss=iss, jti=jti)
+            # The operator sees both URLs: localhost is not 127.0.0.1, and each endpoint (a
+            # service, its feedback, discovery) is an audience of its own.
+            raise AuthError(
+                f"aud is not this endpoint: expected {audience!r}, the token has {_shown(aud)}"
+                " (behind a proxy, set OSTEOGUARD_PUBLIC_URL)",
+                iss=iss,
+                jti=jti,
+            )
         now = self.now()
         exp, iat, nbf = unverified.get("exp"), unverified.get("iat"), unverified.get("nbf")
         if not _number(exp) or exp <= now - CLOCK_SKEW_S:
@@ -142,6 +149,11 @@ def _split(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
 
 def _number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shown(aud: Any) -> str:
+    """The token's aud for the log: bounded, so a client cannot flood a log line."""
+    return repr(aud)[:300] if aud is not None else "none"
 
 
 def _norm(url: str) -> str:

@@ -37,18 +37,29 @@ class JwksTooLarge(Exception):
 class _KeySet:
     keys: dict[str, PyJWK] = field(default_factory=dict)
     fetched_at: float = float("-inf")
+    without_kid: int = 0
 
 
-def _parse_jwks(data: Any) -> dict[str, PyJWK]:
+def _holds(keyset: _KeySet) -> str:
+    held = ", ".join(repr(k) for k in sorted(keyset.keys)[:10]) or "no usable key"
+    skipped = f"; {keyset.without_kid} key(s) without a kid were ignored" if keyset.without_kid else ""
+    return f"holds {held}{skipped}"
+
+
+def _parse_jwks(data: Any) -> tuple[dict[str, PyJWK], int]:
+    """The usable keys by kid, and how many keys had no kid (a token names its key by kid,
+    so such a key can never verify anything)."""
     keys: dict[str, PyJWK] = {}
+    without_kid = 0
     for raw in data.get("keys", []) if isinstance(data, dict) else []:
         if not isinstance(raw, dict) or not isinstance(raw.get("kid"), str):
+            without_kid += 1
             continue
         try:
             keys[raw["kid"]] = PyJWK(raw)
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
             continue  # a key we cannot use (e.g. a symmetric "oct" key) is ignored
-    return keys
+    return keys, without_kid
 
 
 class KeyStore:
@@ -72,10 +83,11 @@ class KeyStore:
         if inline is not None:
             keyset = self._sets.get(source)
             if keyset is None:  # parsed once; the file does not change while we run
-                keyset = self._sets[source] = _KeySet(_parse_jwks(inline), self.clock())
+                keys, without_kid = _parse_jwks(inline)
+                keyset = self._sets[source] = _KeySet(keys, self.clock(), without_kid)
             found = keyset.keys.get(kid)
             if found is None:
-                raise AuthError("kid not in the client's jwks")
+                raise AuthError(f"kid not in the client's jwks: {kid[:100]!r}; the jwks {_holds(keyset)}")
             return found
         keyset = self._sets.get(source)
         if keyset is not None and kid in keyset.keys:
@@ -88,14 +100,15 @@ class KeyStore:
             if keyset is None or self.clock() - keyset.fetched_at >= REFETCH_INTERVAL_S:
                 keyset = await self._fetch(source)
             if kid not in keyset.keys:
-                raise AuthError("unknown kid")
+                raise AuthError(f"unknown kid {kid[:100]!r}: the JWK Set at {source} {_holds(keyset)}")
             return keyset.keys[kid]
 
     async def _fetch(self, url: str) -> _KeySet:
         try:
             async with asyncio.timeout(self.deadline_s):
                 body = await self._body(url)
-            keyset = _KeySet(_parse_jwks(json.loads(body)), self.clock())
+            keys, without_kid = _parse_jwks(json.loads(body))
+            keyset = _KeySet(keys, self.clock(), without_kid)
         except (httpx.HTTPError, json.JSONDecodeError, ValueError, TimeoutError, JwksTooLarge) as exc:
             # Fail closed, and remember the failure so a flood of tokens does not flood the EHR.
             self._sets.setdefault(url, _KeySet()).fetched_at = self.clock()

@@ -153,8 +153,18 @@ def load_trust_file(path: Path, *, require_clients: bool = True) -> TrustFile:
             raise TrustedClientsError(f"{where} needs exactly one of jwks or jwks_url")
         if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
             raise TrustedClientsError(f"{where}: jwks must be a JWK Set ({{keys: [...]}})")
+        if jwks is not None:
+            for k, key in enumerate(jwks["keys"]):
+                if not isinstance(key, dict) or not isinstance(key.get("kid"), str) or not key["kid"]:
+                    raise TrustedClientsError(
+                        f"{where}: jwks.keys[{k}] has no kid; a CDS Hooks JWT names its key by kid, "
+                        "so a key without one can never verify (`osteoguard client keygen` sets it)"
+                    )
         if jwks_url is not None and not secure_url(jwks_url):
-            raise TrustedClientsError(f"{where}: jwks_url must be an https URL")
+            raise TrustedClientsError(
+                f"{where}: jwks_url {str(jwks_url)!r} must be an https URL "
+                "(plain http only on a loopback host such as 127.0.0.1)"
+            )
         allow = entry.get("jku_allow") or []
         if not isinstance(allow, list):
             raise TrustedClientsError(f"{where}: jku_allow must be a list of https URL prefixes")

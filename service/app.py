@@ -12,17 +12,19 @@ import anyio
 import httpx
 from fastapi import FastAPI
 
+from cds_hooks.errors import ConfigurationError, TrustedClientsError
 from cds_hooks.fhir_client import FhirFetcher
 from cds_hooks.jwt import Verifier
 from cds_hooks.keysets import KeyStore
 from cds_hooks.trust import TrustFile, load_trust_file, unknown_rule_ids
 from service.engine.adapter import RuleEngine
-from service.errors import TrustedClientsError
+from service.errors import RuleSetError, StoreUnavailable
 from service.http import handlers
 from service.http.cors import LoggedCORS
 from service.http.edge import Edge
 from service.http.routes import ops_router, router
 from service.http.ruledocs import docs_router
+from service.logs import configure_logging, quiet_libraries
 from service.metrics import RULESET, count_fhir_fetch, count_not_offered, count_withheld
 from service.pipeline.record import Recorder
 from service.pipeline.registry import Registry, utc_now
@@ -73,8 +75,9 @@ def load_trust(settings: Settings, ruleset: RuleSet) -> TrustFile:
     if settings.auth == "jwt":
         if settings.trusted_clients is None:
             raise TrustedClientsError(
-                "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_TRUSTED_CLIENTS (the trusted-clients file); "
-                "set OSTEOGUARD_AUTH=off only for local testing"
+                "OSTEOGUARD_TRUSTED_CLIENTS is not set, and OSTEOGUARD_AUTH=jwt needs it (the "
+                "trusted-clients file; `osteoguard client keygen` makes an entry); "
+                "OSTEOGUARD_AUTH=off only for local trials"
             )
         trust = load_trust_file(settings.trusted_clients)
     elif settings.trusted_clients is not None:  # its `defaults:` apply to every call
@@ -88,9 +91,43 @@ def load_trust(settings: Settings, ruleset: RuleSet) -> TrustFile:
     return trust
 
 
+def check_configuration(settings: Settings) -> None:
+    """What start-up needs, checked before the server starts, so that bad configuration is one
+    line naming the setting (SPEC §1) instead of a failed lifespan: the rule set, the trusted
+    clients and their settings, the patient-hash key and the store (migrated here, as at
+    start-up)."""
+    try:
+        ruleset = load_ruleset(settings.rules_dir)
+    except RuleSetError as exc:
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        first = exc.problems[0] if exc.problems else "invalid rule set"
+        raise ConfigurationError(
+            f"OSTEOGUARD_RULES_DIR={str(settings.rules_dir)!r}: {first}{more}; "
+            f"`osteoguard rules check {settings.rules_dir}` lists every problem"
+        ) from None
+    try:
+        load_trust(settings, ruleset)
+    except TrustedClientsError as exc:
+        if settings.trusted_clients is None:
+            raise
+        raise TrustedClientsError(f"OSTEOGUARD_TRUSTED_CLIENTS: {exc.message}") from None
+    store = Store(settings.database_url, patient_hash_key(settings))
+    try:
+        store.open()
+    except StoreUnavailable as exc:
+        cause = type(exc.__cause__).__name__ if exc.__cause__ else "error"
+        raise ConfigurationError(f"OSTEOGUARD_DATABASE_URL: {exc.message} ({cause})") from None
+    finally:
+        store.close()
+
+
 def create_app(settings: Settings | None = None, now: Callable[[], datetime] = utc_now) -> FastAPI:
     """Build the app. The rule set is loaded (and must validate) when the lifespan starts."""
     settings = settings or get_settings()
+    if not logging.getLogger().handlers:
+        # A worker process of `serve --workers N` starts with no logging set up (spawned).
+        configure_logging(settings.log_level)
+    quiet_libraries()  # SPEC §9, also where the app is embedded without `osteoguard serve`
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -159,8 +196,13 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         title="Osteoguard",
         summary="CDS Hooks 2.0 service: bone health when anastrozole is prescribed",
         lifespan=lifespan,
+        # No generated API pages: FastAPI's /docs, /redoc and /openapi.json would describe
+        # routes that read raw JSON (so a schema of little use), unauthenticated even in jwt
+        # mode. The CDS Hooks contract is discovery (GET /cds-services); /docs/rules are the
+        # rule pages (service.http.ruledocs).
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.include_router(router)
     app.include_router(ops_router)

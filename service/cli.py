@@ -1,26 +1,60 @@
-"""The ``osteoguard`` command: serve, evaluate, explain, rules check|test, db upgrade, feedback report."""
+"""The ``osteoguard`` command: serve, evaluate, explain, rules check|test|export-chart, db upgrade,
+feedback report, client keygen|token, --version.
+
+Bad configuration is one line on stderr naming the setting, and exit 2, never a traceback
+(SPEC §1): every command runs inside :func:`main`'s handler for ConfigurationError.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
+import socket
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service import __version__
+from service.errors import ConfigurationError
 from service.settings import get_settings
 
 if TYPE_CHECKING:
     from cds_hooks.models import CdsResponse
     from service.pipeline.registry import Registry
     from service.ruleset.scenarios import Observer
+    from service.store.database import Store
+
+
+def _check_listen(host: str, port: int, workers: int) -> None:
+    """The address can be listened on (a port in use is a configuration error, SPEC §1)."""
+    if not 0 <= port < 65536:
+        raise ConfigurationError(f"--port {port}: not a TCP port (0-65535)")
+    if workers < 1:
+        raise ConfigurationError(f"--workers {workers}: at least 1")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise ConfigurationError(f"--host {host}: not a name or address of this machine") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigurationError(
+                    f"--port {port}: {host}:{port} is already in use (pick another --port)"
+                ) from None
+            raise ConfigurationError(f"--host {host} --port {port}: cannot listen ({exc.strerror})") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.app import check_configuration
     from service.errors import ConfigurationError
     from service.logs import configure_logging
     from service.settings import check_serving, settings_or_exit_line
@@ -32,10 +66,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"osteoguard: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    problem = _settings_problem()
-    if problem is not None:  # one clear line and exit 2, not uvicorn's traceback (SPEC §1, §8)
-        print(f"osteoguard serve: {problem}", file=sys.stderr)
-        return 2
+    _check_listen(args.host, args.port, args.workers)
+    check_configuration(settings)
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -49,20 +81,6 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=20,
     )
     return 0
-
-
-def _settings_problem() -> str | None:
-    """What is wrong with the rules folder or the trusted-clients file and its settings, if anything."""
-    from cds_hooks.errors import ConfigurationError
-    from service.app import load_trust
-    from service.ruleset.loader import load_ruleset
-
-    settings = get_settings()
-    try:
-        load_trust(settings, load_ruleset(settings.rules_dir))
-    except ConfigurationError as exc:
-        return " ".join(exc.message.split())
-    return None
 
 
 def _registry(rules_dir: Path | None = None, today: date | None = None) -> Registry:
@@ -99,6 +117,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         hook = payload.get("hook") if isinstance(payload, dict) else None
         service = registry.service_for_hook(str(hook))
         response = asyncio.run(_call_with_fhir(registry, service.id, payload))
+    except ConfigurationError:
+        raise  # main() prints it as one line naming the setting
     except ServiceError as exc:
         print(f"osteoguard evaluate: {exc.status_code}: {exc.message}", file=sys.stderr)
         return 2
@@ -257,6 +277,7 @@ def _feedback_report(args: argparse.Namespace) -> int:
         displays = {}
     store = Store(settings.database_url, patient_hash_key(settings))
     try:
+        _require_existing(store)
         store.open()
         reports = build_report(store, args.since, displays)
     finally:
@@ -268,13 +289,64 @@ def _feedback_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_existing(store: Store) -> None:
+    """Refuse to create a new, empty database: report what was looked for instead."""
+    from service.errors import StoreUnavailable
+
+    try:
+        found = store.holds_a_store()
+    except StoreUnavailable as exc:
+        raise ConfigurationError(f"OSTEOGUARD_DATABASE_URL: {exc.message}") from None
+    if not found:
+        raise ConfigurationError(
+            f"OSTEOGUARD_DATABASE_URL: no Osteoguard store at {store.describe()}; "
+            "set it to the database the service uses (nothing was created)"
+        )
+
+
+def _client_keygen(args: argparse.Namespace) -> int:
+    from cds_hooks.client import make_key
+
+    key = make_key(args.iss, Path(args.out))
+    print(f"osteoguard: wrote the private key to {args.out} (keep it secret)", file=sys.stderr)
+    # stdout is a whole trusted-clients file: `... > trusted-clients.yaml` works as it is.
+    print(f"# trusted client {key.iss}: ES384 key, kid {key.kid}")
+    print(key.trusted_clients_yaml(), end="")
+    return 0
+
+
+def _client_token(args: argparse.Namespace) -> int:
+    from cds_hooks.client import sign_token
+
+    print(sign_token(Path(args.key), args.aud, lifetime_s=args.lifetime))
+    return 0
+
+
+class _Version(argparse.Action):
+    """``--version``: the package and the rule set it serves (from OSTEOGUARD_RULES_DIR)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object, **__: object) -> None:
+        import yaml
+
+        try:
+            head = yaml.safe_load((get_settings().rules_dir / "ruleset.yaml").read_text(encoding="utf-8"))
+            rules = f"rule set {head['name']} {head['version']}"
+        except ConfigurationError as exc:
+            parser.exit(2, f"osteoguard: {exc.message}\n")
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            rules = "rule set unreadable"
+        print(f"osteoguard {__version__}, {rules}")
+        parser.exit(0)
+
+
 def _since(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="osteoguard", description=__doc__)
+    parser = argparse.ArgumentParser(prog="osteoguard", description="Osteoguard, a CDS Hooks 2.0 service.")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the package and rule-set versions")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
@@ -327,12 +399,31 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="JSON instead of a table")
     report.add_argument("--since", type=_since, help="only cards issued on or after this date (YYYY-MM-DD)")
     report.set_defaults(func=_feedback_report)
+    client = sub.add_parser("client", help="a CDS client's key and tokens, for local trials")
+    client_sub = client.add_subparsers(dest="client_command", required=True)
+    keygen = client_sub.add_parser("keygen", help="make a key pair and print its trusted-clients entry")
+    keygen.add_argument("--iss", required=True, help="the client's issuer URL (the JWT's iss)")
+    keygen.add_argument("--out", default="client-key.pem", help="where the private key goes")
+    keygen.set_defaults(func=_client_keygen)
+    token = client_sub.add_parser("token", help="sign a CDS Hooks JWT with a key from keygen")
+    token.add_argument("--key", required=True, help="the private key file keygen wrote")
+    token.add_argument(
+        "--aud",
+        required=True,
+        help="the exact URL of the endpoint called, e.g. http://127.0.0.1:8000/cds-services",
+    )
+    token.add_argument("--lifetime", type=int, default=300, help="seconds until exp (default 300)")
+    token.set_defaults(func=_client_token)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except ConfigurationError as exc:
+        print(f"osteoguard: {' '.join(exc.message.split())}", file=sys.stderr)
+        return 2
     return result
 
 

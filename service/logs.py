@@ -1,4 +1,11 @@
-"""Logging as one JSON object per line. Callers pass only non-identifying fields in ``extra``."""
+"""Logging as one JSON object per line. Callers pass only non-identifying fields in ``extra``.
+
+SPEC §9: no line, ours or a library's, carries a patient id, a name, a token or a FHIR query
+string. Our own lines name keys, statuses, counts and ids of rules, never URLs or bodies.
+The libraries' lines cannot be made safe one by one (httpx logs every request URL, with its
+``patient=`` query, at info; uvicorn's lines name the raw path), so their loggers are held at
+``warning`` whatever ``OSTEOGUARD_LOG_LEVEL`` says: their warnings and errors still show.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +40,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+# Libraries whose info and debug lines can carry request URLs, query strings or SQL parameters.
+QUIET_LIBRARIES = ("httpx", "httpcore", "hpack", "uvicorn", "alembic", "sqlalchemy", "asyncio")
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def parse_level(value: str) -> str:
+    """A log level, case-insensitively (``INFO`` is ``info``); ValueError names the choices."""
+    level = value.strip().lower()
+    if level not in LEVELS:
+        raise ValueError(f"{value!r} is not a log level (one of {', '.join(LEVELS)})")
+    return level
+
+
+def quiet_libraries() -> None:
+    """Hold the libraries' loggers at warning (SPEC §9)."""
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure_logging(level: str = "info") -> None:
     """Route every logger (ours and uvicorn's) to stderr as JSON lines."""
     # What the JSON lines never show is not collected either (the logging HOWTO's
@@ -46,7 +72,9 @@ def configure_logging(level: str = "info") -> None:
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(parse_level(level).upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    quiet_libraries()

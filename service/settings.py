@@ -1,10 +1,14 @@
-"""Configuration from the environment (``OSTEOGUARD_*``) or a ``.env`` file, with safe defaults."""
+"""Configuration from the environment (``OSTEOGUARD_*``) or a ``.env`` file, with safe defaults.
+
+Bad configuration is a :class:`ConfigurationError` whose message starts with the setting's
+variable name (SPEC §1): the ``osteoguard`` command prints it as one line and exits 2.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -14,6 +18,14 @@ from cds_hooks.errors import ConfigurationError, TrustedClientsError
 
 PACKAGED_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Settings whose value is never echoed in an error message (it may hold a password or a key).
+_SECRET = frozenset({"database_url", "patient_hash_key"})
+
+
+def _origin(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and parts.path in ("", "/")
 
 
 class Settings(BaseSettings):
@@ -38,6 +50,7 @@ class Settings(BaseSettings):
     snooze_refresh_s: float = Field(default=5.0, gt=0, le=3600)
     # How often the rules folder is checked for a changed rule set (0: never reload).
     rules_reload_s: float = Field(default=10.0, ge=0, le=3600)
+    # Case-insensitive: INFO is info.
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     # fhirServer base URLs (comma-separated) that fallback may call although they are on a
@@ -62,6 +75,34 @@ class Settings(BaseSettings):
         """The listed base URLs, as fallback compares them (no trailing "/")."""
         return frozenset(u.strip().rstrip("/") for u in self.fhir_private_servers.split(",") if u.strip())
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not _base_url(value):
+            raise ValueError("must be an absolute http(s) URL such as https://osteoguard.example.org")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",")):
+            if origin and not (_origin(origin) and urlsplit(origin).path == ""):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB")
+        return value
+
 
 def check_serving(settings: Settings) -> None:
     """Refuse, with one :class:`ConfigurationError` line, settings the service must not run with.
@@ -74,8 +115,9 @@ def check_serving(settings: Settings) -> None:
         return
     if settings.trusted_clients is None:
         raise TrustedClientsError(
-            "OSTEOGUARD_AUTH=jwt needs OSTEOGUARD_TRUSTED_CLIENTS (the trusted-clients file); "
-            "set OSTEOGUARD_AUTH=off only for local testing"
+            "OSTEOGUARD_TRUSTED_CLIENTS is not set, and OSTEOGUARD_AUTH=jwt needs it (the "
+            "trusted-clients file; `osteoguard client keygen` makes an entry); "
+            "OSTEOGUARD_AUTH=off only for local trials"
         )
     if not settings.public_url:
         raise ConfigurationError(
@@ -91,18 +133,56 @@ def check_serving(settings: Settings) -> None:
 
 def settings_or_exit_line() -> Settings:
     """The settings, or a ConfigurationError whose message is one line naming the bad value."""
+    return get_settings()
+
+
+def _base_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.query and not parts.fragment
+
+
+def _variable(field: str) -> str:
+    return f"OSTEOGUARD_{field.upper()}"
+
+
+def configuration_error(exc: ValidationError) -> ConfigurationError:
+    """The first problem of a settings ValidationError, as one line naming the variable."""
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if field in _SECRET or "input" not in error:
+        return ConfigurationError(f"{_variable(field)}: {message}")
+    return ConfigurationError(f"{_variable(field)}={error['input']!r}: {message}")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment; a bad value is a ConfigurationError naming the variable."""
     try:
-        return get_settings()
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "OSTEOGUARD_" + "_".join(str(part) for part in first["loc"]).upper()
-        raise ConfigurationError(f"{name}: {first['msg']}") from exc
+        raise configuration_error(exc) from None
+    if settings.patient_hash_key_file is not None and not settings.patient_hash_key_file.is_file():
+        raise ConfigurationError(
+            f"OSTEOGUARD_PATIENT_HASH_KEY_FILE={str(settings.patient_hash_key_file)!r}: no such file"
+        )
+    return settings
 
 
 def patient_hash_key(settings: Settings) -> bytes | None:
     """The configured patient-hash key, from the environment or a mounted file."""
     if settings.patient_hash_key_file is not None:
-        return settings.patient_hash_key_file.read_text(encoding="utf-8").strip().encode()
+        try:
+            key = settings.patient_hash_key_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigurationError(
+                f"OSTEOGUARD_PATIENT_HASH_KEY_FILE={str(settings.patient_hash_key_file)!r}: "
+                f"cannot be read ({type(exc).__name__})"
+            ) from None
+        if not key:
+            raise ConfigurationError(
+                f"OSTEOGUARD_PATIENT_HASH_KEY_FILE={str(settings.patient_hash_key_file)!r}: the file is empty"
+            )
+        return key.encode()
     if settings.patient_hash_key:
         return settings.patient_hash_key.encode()
     return None
@@ -111,4 +191,4 @@ def patient_hash_key(settings: Settings) -> bytes | None:
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings, read once (override in tests with ``cache_clear``)."""
-    return Settings()
+    return load_settings()

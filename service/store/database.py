@@ -38,6 +38,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -253,6 +254,31 @@ class Store:
             raise StoreUnavailable(
                 f"the store at {self.engine.url.render_as_string()} is unavailable"
             ) from exc
+
+    def describe(self) -> str:
+        """Which database this is, for people: the SQLite file's absolute path, or the URL
+        without its password."""
+        if self.engine.dialect.name == "sqlite":
+            database = self.engine.url.database
+            if database and database != ":memory:":
+                return f"the SQLite file {Path(database).resolve()}"
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def holds_a_store(self) -> bool:
+        """True when the database exists and has been migrated; never creates anything.
+
+        Commands that only read (``feedback report``) check this first: opening a SQLite URL
+        that names no file would create an empty database and report nothing.
+        """
+        if self.engine.dialect.name == "sqlite":
+            database = self.engine.url.database
+            if database and database != ":memory:" and not Path(database).is_file():
+                return False
+        try:
+            with self.engine.connect() as conn:
+                return bool(inspect(conn).has_table("alembic_version"))
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"the store at {self.describe()} is unavailable") from exc
 
     def close(self) -> None:
         self.engine.dispose()

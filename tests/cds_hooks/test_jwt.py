@@ -688,3 +688,40 @@ def test_a_token_ledger_that_cannot_be_written_is_503_not_500(client: TestClient
         ledger._db = real
     assert response.status_code == 503
     assert response.json()["issue"][0]["details"]["coding"][0]["code"] == "OG-503-STORE"
+
+
+# ---- reasons an operator can act on (log only; the client still sees a bare 401) -------------
+def test_an_aud_mismatch_logs_the_expected_audience(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "http://localhost:8000" + SIGN
+    response = client.post(
+        SIGN, json=order_sign("r-1"), headers={"authorization": f"Bearer {token(aud=wrong)}"}
+    )
+    assert response.status_code == 401 and "localhost" not in response.text
+    assert f"expected '{BASE + SIGN}', the token has '{wrong}'" in caplog.text
+
+
+def test_a_fetched_key_without_kid_is_named_in_the_reason(
+    client: TestClient, jwks_server: JwksServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    without_kid = {k: v for k, v in jwk(EC_KEY_2, "x").items() if k != "kid"}
+    jwks_server.jwks = {"keys": [without_kid]}
+    response = client.post(
+        SIGN, json=order_sign("r-2"), headers={"authorization": f"Bearer {token(EC_KEY_2, kid='ec-2')}"}
+    )
+    assert response.status_code == 401
+    assert "1 key(s) without a kid were ignored" in caplog.text
+
+
+def test_an_inline_key_without_kid_is_refused_at_start_up(tmp_path: Path) -> None:
+    without_kid = {k: v for k, v in jwk(EC_KEY, "x").items() if k != "kid"}
+    path = clients_file(tmp_path, {"jwks": {"keys": [without_kid]}})
+    with pytest.raises(TrustedClientsError, match=r"jwks.keys\[0\] has no kid"):
+        load_trusted_clients(path)
+
+
+def test_an_http_jwks_url_is_refused_with_the_loopback_exception_named(tmp_path: Path) -> None:
+    path = clients_file(tmp_path, {"jwks_url": "http://ehr.example.org/jwks.json"})
+    with pytest.raises(TrustedClientsError, match="must be an https URL .plain http only on a loopback host"):
+        load_trusted_clients(path)

@@ -136,8 +136,15 @@ def base_image() -> str:
 
 
 def test_base_is_a_version_pinned_python_3_12_slim() -> None:
-    # 3.13 is out: durable-rules 2.0.28 fails to import on it
+    # 3.12 needs no compile flag for durable-rules; 3.13 is a build argument (next test)
     assert re.fullmatch(r"python:3\.12\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", base_image())
+
+
+def test_durable_rules_is_built_from_source_with_the_313_flag() -> None:
+    # 3.13 removed PyEval_CallObject; a cached wheel built without the flag would not import
+    text = " ".join(TEXT.split())
+    assert "-DPyEval_CallObject=PyObject_CallObject" in text
+    assert "--no-binary durable-rules" in text and "--no-cache-dir" in text
 
 
 def test_both_stages_use_the_same_base() -> None:

@@ -144,7 +144,7 @@ def test_serve_refuses_unknown_rule_ids_in_the_settings_with_one_line_and_exit_2
     finally:
         get_settings.cache_clear()
     err = capsys.readouterr().err.strip()
-    assert err.startswith("osteoguard serve: ") and "\n" not in err
+    assert err.startswith("osteoguard: ") and "\n" not in err
     assert "unknown rule id(s) vitamin-dee" in err
 
 
@@ -171,7 +171,8 @@ def test_serve_with_a_public_url_that_is_not_a_base_url_is_exit_2(
     monkeypatch.setenv("OSTEOGUARD_TRUSTED_CLIENTS", str(clients))
     monkeypatch.setenv("OSTEOGUARD_PUBLIC_URL", value)
     assert main(["serve"]) == 2
-    assert "OSTEOGUARD_PUBLIC_URL must be an absolute" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "OSTEOGUARD_PUBLIC_URL" in err and "must be an absolute" in err
 
 
 def test_serve_with_a_bad_setting_value_is_exit_2_naming_it(
@@ -190,3 +191,198 @@ def test_serve_with_a_listed_fhir_server_that_is_not_a_url_is_exit_2(
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "OSTEOGUARD_FHIR_PRIVATE_SERVERS" in err and "not-a-url" in err
+
+
+# ---- configuration errors: one line naming the setting, exit 2, never a traceback (SPEC §1) ----
+@pytest.fixture
+def serve_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working configuration for `serve` (auth off, a SQLite file); uvicorn is never started."""
+    monkeypatch.setenv("OSTEOGUARD_AUTH", "off")
+    monkeypatch.setenv("OSTEOGUARD_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setenv("OSTEOGUARD_PUBLIC_URL", "https://osteoguard.example.org")  # jwt mode needs it
+    monkeypatch.setattr("service.logs.configure_logging", lambda level: None)
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("uvicorn started"))
+    return tmp_path
+
+
+def serve_refused(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert main(["serve", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_serve_unknown_auth_is_one_line(
+    serve_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_AUTH", "yes")
+    assert serve_refused(capsys).startswith("osteoguard: OSTEOGUARD_AUTH='yes'")
+
+
+def test_serve_jwt_without_trusted_clients_is_one_line(
+    serve_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_AUTH", "jwt")
+    assert "OSTEOGUARD_TRUSTED_CLIENTS is not set" in serve_refused(capsys)
+
+
+def test_serve_broken_trusted_clients_file_is_one_line(
+    serve_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = serve_env / "clients.yaml"
+    broken.write_text("clients: [\n")
+    monkeypatch.setenv("OSTEOGUARD_AUTH", "jwt")
+    monkeypatch.setenv("OSTEOGUARD_TRUSTED_CLIENTS", str(broken))
+    assert serve_refused(capsys).startswith("osteoguard: OSTEOGUARD_TRUSTED_CLIENTS: ")
+
+
+def test_serve_missing_trusted_clients_file_is_one_line(
+    serve_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_AUTH", "jwt")
+    monkeypatch.setenv("OSTEOGUARD_TRUSTED_CLIENTS", str(serve_env / "nowhere.yaml"))
+    assert "nowhere.yaml" in serve_refused(capsys)
+
+
+def test_serve_missing_rules_folder_is_one_line(
+    serve_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_RULES_DIR", str(serve_env / "no-rules"))
+    assert serve_refused(capsys).startswith("osteoguard: OSTEOGUARD_RULES_DIR=")
+
+
+def test_serve_broken_rule_set_points_at_rules_check(
+    serve_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = serve_env / "rules"
+    shutil.copytree(PACKAGED_RULES_DIR, broken)
+    (broken / "ruleset.yaml").write_text("name: x\n")
+    monkeypatch.setenv("OSTEOGUARD_RULES_DIR", str(broken))
+    assert "osteoguard rules check" in serve_refused(capsys)
+
+
+def test_serve_unreachable_postgresql_is_one_line_without_the_password(
+    serve_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_DATABASE_URL", "postgresql://og:s3cret@127.0.0.1:1/og")
+    err = serve_refused(capsys)
+    assert err.startswith("osteoguard: OSTEOGUARD_DATABASE_URL: ") and "s3cret" not in err
+
+
+def test_serve_port_in_use_is_one_line(serve_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert "already in use" in serve_refused(capsys, "--port", str(port))
+
+
+@pytest.mark.parametrize(
+    "args", [["--port", "70000"], ["--workers", "0"], ["--host", "no.such.host.invalid"]]
+)
+def test_serve_bad_arguments_are_one_line(
+    serve_env: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    assert serve_refused(capsys, *args).startswith(f"osteoguard: {args[0]} ")
+
+
+def test_serve_starts_uvicorn_when_the_configuration_is_good(
+    serve_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[dict[str, object]] = []
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: started.append(k))
+    assert main(["serve", "--port", "0"]) == 0
+    assert started and started[0]["access_log"] is False
+
+
+def test_any_command_reports_a_bad_setting_as_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OSTEOGUARD_FHIR_TIMEOUT_S", "never")
+    assert main(["evaluate", str(EXAMPLES / "order-sign-low-estradiol.json")]) == 2
+    assert capsys.readouterr().err.startswith("osteoguard: OSTEOGUARD_FHIR_TIMEOUT_S='never'")
+
+
+# ---- the store is never created by a command that only reads it ----------------------------------
+def test_feedback_report_refuses_to_create_a_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "osteoguard.db"
+    monkeypatch.setenv("OSTEOGUARD_DATABASE_URL", f"sqlite:///{missing}")
+    assert main(["feedback", "report"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_feedback_report_refuses_an_empty_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    empty = tmp_path / "other.db"
+    sqlite3.connect(empty).close()
+    monkeypatch.setenv("OSTEOGUARD_DATABASE_URL", f"sqlite:///{empty}")
+    assert main(["feedback", "report"]) == 2
+    assert "no Osteoguard store" in capsys.readouterr().err
+
+
+# ---- --version ----------------------------------------------------------------------------------
+def test_version_names_the_package_and_the_rule_set(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == "osteoguard 0.1.0, rule set anastrozole-bone 2026.11.0"
+
+
+# ---- client keygen / token ------------------------------------------------------------------------
+def test_client_keygen_prints_a_trusted_clients_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from cds_hooks.trust import load_trusted_clients
+
+    key = tmp_path / "key.pem"
+    assert main(["client", "keygen", "--iss", "https://ehr.example.org", "--out", str(key)]) == 0
+    printed = tmp_path / "trusted-clients.yaml"
+    printed.write_text(capsys.readouterr().out)
+    entry = yaml.safe_load(printed.read_text())["clients"][0]
+    assert entry["jwks"]["keys"][0]["kid"] and "d" not in entry["jwks"]["keys"][0]  # public only
+    assert set(load_trusted_clients(printed)) == {"https://ehr.example.org"}
+    assert key.stat().st_mode & 0o077 == 0
+
+
+def test_client_keygen_never_overwrites_a_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("mine")
+    assert main(["client", "keygen", "--iss", "https://ehr.example.org", "--out", str(key)]) == 2
+    assert key.read_text() == "mine"
+
+
+def test_client_token_carries_the_cds_hooks_claims(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import jwt
+
+    key = tmp_path / "key.pem"
+    main(["client", "keygen", "--iss", "https://ehr.example.org", "--out", str(key)])
+    kid = capsys.readouterr().out.split("kid ")[1].split()[0]
+    assert main(["client", "token", "--key", str(key), "--aud", "http://127.0.0.1:8000/cds-services"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert jwt.get_unverified_header(token)["kid"] == kid
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert set(claims) == {"iss", "aud", "exp", "iat", "jti"}
+    assert (
+        claims["aud"] == "http://127.0.0.1:8000/cds-services" and claims["iss"] == "https://ehr.example.org"
+    )
+
+
+def test_client_token_refuses_a_file_that_is_not_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.pem"
+    other.write_text("-----BEGIN PRIVATE KEY-----\n")
+    assert main(["client", "token", "--key", str(other), "--aud", "http://127.0.0.1:8000/x"]) == 2
+    assert "--key" in capsys.readouterr().err

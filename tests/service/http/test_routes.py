@@ -447,3 +447,10 @@ def test_deeply_nested_draft_is_400_not_a_crash(client: TestClient) -> None:
     response = client.post(SIGN, json=req)
     assert response.status_code == 400
     assert "nests deeper" in outcome_text(response.json())
+
+
+def test_no_generated_api_pages(client: TestClient) -> None:
+    # FastAPI's defaults are off (README, "Documentation"); the rule pages stay public
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/docs/rules").status_code == 200
