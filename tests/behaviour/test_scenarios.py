@@ -41,10 +41,10 @@ def test_scenario(case: Case, http: TestClient) -> None:
         assert rule_id in fired, f"{case.path}: expected {rule_id}; fired {fired}"
     for rule_id in case.forbid:
         assert rule_id not in fired, f"{case.path}: {rule_id} must not fire; fired {fired}"
+    # The orders an update may act on: the drafts, or (medication-refill) the refilled orders.
+    acted_on = request["context"].get("draftOrders") or request["context"].get("medications")
     drafts = {
-        str(r.get("id"))
-        for r in bundle_resources(request["context"].get("draftOrders"))
-        if r.get("resourceType") == "MedicationRequest"
+        str(r.get("id")) for r in bundle_resources(acted_on) if r.get("resourceType") == "MedicationRequest"
     }
     problems = check_response(body, patient_id=request["context"]["patientId"], draft_ids=drafts)
     assert problems == []
