@@ -333,7 +333,7 @@ def test_version_names_the_package_and_the_rule_set(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0
-    assert capsys.readouterr().out.strip() == "osteoguard 0.1.0, rule set anastrozole-bone 2026.11.0"
+    assert capsys.readouterr().out.strip() == "osteoguard 0.1.0, rule set anastrozole-bone 2026.12.0"
 
 
 # ---- client keygen / token ------------------------------------------------------------------------

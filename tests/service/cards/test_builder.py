@@ -105,7 +105,7 @@ def test_evidence_is_in_every_card(registry: Registry) -> None:
     card = cards(registry, order_sign("safe-6", e2=6.0))["low-estradiol"]
     assert "6 pg/mL" in card.summary and "10 pg/mL" in card.summary
     assert "Finkelstein" in card.detail and "protocol" in card.detail
-    assert "Observation/e2" in card.detail and "2026.11.0" in card.detail or "rule set" in card.detail
+    assert "Observation/e2" in card.detail and "2026.12.0" in card.detail or "rule set" in card.detail
 
 
 def dosage(frequency: int, period: float, unit: str) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def edit(path: Path, old: str, new: str) -> None:
 def test_a_valid_changed_rule_set_is_picked_up_without_restart(client: TestClient, rules_dir: Path) -> None:
     assert "low-estradiol" not in fired(client, 11.0)
     edit(rules_dir / "dosing/low-estradiol/rule.yaml", "e2_low_pg_ml: 10 ", "e2_low_pg_ml: 12 ")
-    edit(rules_dir / "ruleset.yaml", 'version: "2026.11.0"', 'version: "2026.11.1"')
+    edit(rules_dir / "ruleset.yaml", 'version: "2026.12.0"', 'version: "2026.12.1"')
     assert reload(client) is True
     assert "low-estradiol" in fired(client, 11.0)
     assert client.get("/readyz").json()["version"] == "2026.11.1"
@@ -106,7 +106,7 @@ def test_metrics_in_prometheus_format(client: TestClient) -> None:
         in text
     )
     assert 'osteoguard_cards_total{indicator="warning",rule_id="low-estradiol"}' in text
-    assert 'osteoguard_ruleset_info{name="anastrozole-bone",version="2026.11.0"} 1.0' in text
+    assert 'osteoguard_ruleset_info{name="anastrozole-bone",version="2026.12.0"} 1.0' in text
 
 
 def test_metrics_carry_no_patient_data(client: TestClient) -> None:

@@ -106,6 +106,7 @@ def test_each_client_is_served_with_its_own_settings(tmp_path: Path, database_ur
         database_url=database_url,
         patient_hash_key="k",
         auth="jwt",
+        public_url="http://testserver",  # jwt mode takes its audience from here
         trusted_clients=two_clients(tmp_path),
     )
     with TestClient(create_app(settings)) as client:

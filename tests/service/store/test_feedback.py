@@ -61,7 +61,7 @@ def test_every_card_is_audited_without_the_raw_patient_id(app_client: TestClient
     low = audited[issued["low-estradiol"]["uuid"]]
     assert low["rule_id"] == "low-estradiol" and low["service_id"] == "anastrozole-bone-order-sign"
     assert low["hook"] == "order-sign" and low["hook_instance"] == "hi-fb-raw-id-1"
-    assert low["ruleset_version"] == "2026.11.0"
+    assert low["ruleset_version"] == "2026.12.0"
     stored = {k: v for k, v in low.items() if k != "hook_instance"}  # the test's hookInstance embeds the id
     assert "fb-raw-id-1" not in str(stored) and len(low["patient_key"]) == 64
     assert sorted(__import__("json").loads(low["suggestion_uuids"])) == sorted(
