@@ -91,9 +91,7 @@ def fhir_answers(prefetch: dict[str, Any]) -> None:
 def test_no_log_line_carries_a_patient_id_name_or_token(
     tmp_path: Path, key: Path, log_lines: io.StringIO
 ) -> None:
-    settings = make_settings(
-        tmp_path, auth="jwt", public_url=HOST, trusted_clients=tmp_path / "clients.yaml"
-    )
+    settings = make_settings(tmp_path, auth="jwt", public_url=HOST, trusted_clients=tmp_path / "clients.yaml")
     call = request_without_prefetch()
     fhir_answers(call["prefetch"])
     secrets_sent: list[str] = [PATIENT, FAMILY, GIVEN, FHIR_TOKEN]

@@ -53,7 +53,7 @@ def test_a_valid_changed_rule_set_is_picked_up_without_restart(client: TestClien
     edit(rules_dir / "ruleset.yaml", 'version: "2026.12.0"', 'version: "2026.12.1"')
     assert reload(client) is True
     assert "low-estradiol" in fired(client, 11.0)
-    assert client.get("/readyz").json()["version"] == "2026.11.1"
+    assert client.get("/readyz").json()["version"] == "2026.12.1"
 
 
 def test_an_unchanged_folder_is_not_reloaded(client: TestClient) -> None:
