@@ -15,7 +15,7 @@ import socket
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service import __version__
 from service.errors import ConfigurationError
@@ -99,18 +99,30 @@ def _registry(rules_dir: Path | None = None, today: date | None = None) -> Regis
     )
 
 
+class _Unreadable(Exception):
+    """The request file could not be read as JSON (the reason is already on stderr)."""
+
+
+def _read_request(command: str, file: str) -> Any:
+    """The JSON of a request file, or a one-line reason on stderr and :class:`_Unreadable`."""
+    try:
+        return json.loads(Path(file).read_text(encoding="utf-8"))
+    except OSError as exc:
+        print(f"osteoguard {command}: cannot read {file}: {exc.strerror}", file=sys.stderr)
+        raise _Unreadable from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: e.g. an integer longer than Python's 4,300-digit conversion limit.
+        print(f"osteoguard {command}: {file} is not valid JSON: {exc}", file=sys.stderr)
+        raise _Unreadable from exc
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from cds_hooks.models import to_json_dict
     from service.errors import ServiceError
 
     try:
-        payload = json.loads(Path(args.file).read_text(encoding="utf-8"))
-    except OSError as exc:
-        print(f"osteoguard evaluate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        # ValueError: e.g. an integer longer than Python's 4,300-digit conversion limit.
-        print(f"osteoguard evaluate: {args.file} is not valid JSON: {exc}", file=sys.stderr)
+        payload = _read_request("evaluate", args.file)
+    except _Unreadable:
         return 2
     try:
         registry = _registry(today=args.today)
@@ -148,12 +160,8 @@ def _explain(args: argparse.Namespace) -> int:
     from service.explain import Explanation
 
     try:
-        payload = json.loads(Path(args.file).read_text(encoding="utf-8"))
-    except OSError as exc:
-        print(f"osteoguard explain: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        print(f"osteoguard explain: {args.file} is not valid JSON: {exc}", file=sys.stderr)
+        payload = _read_request("explain", args.file)
+    except _Unreadable:
         return 2
     try:
         registry = _registry(today=args.today)
