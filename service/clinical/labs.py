@@ -88,7 +88,16 @@ def _rank(record: PatientRecord, name: str, resource: dict[str, Any]) -> int:
 
 
 def read(record: PatientRecord, name: str) -> LabResult:
-    """The latest interpretable result of the code list ``name`` (its unit table of the same name)."""
+    """The latest interpretable result of the code list ``name`` (its unit table of the same name).
+
+    Read once per record: the lab facts and the safety gate ask for the same lists."""
+    cached: LabResult | None = record.lab_results.get(name)
+    if cached is None:
+        cached = record.lab_results[name] = _read(record, name)
+    return cached
+
+
+def _read(record: PatientRecord, name: str) -> LabResult:
     target, divisors = record.rs.units[name]
     lowered = {k.lower(): v for k, v in divisors.items()}
     usable: list[Reading] = []

@@ -69,6 +69,8 @@ class PatientRecord:
             if type(kind) is str:
                 self._by_type.setdefault(kind, []).append(res)
         self._by_list: dict[str, list[Dated]] | None = None
+        # Lab readings by code list, read once per call (the facts and the safety gate share them).
+        self.lab_results: dict[str, Any] = {}
 
     def of_type(self, resource_type: str) -> list[dict[str, Any]]:
         """The record's resources of one type (not the drafts)."""
