@@ -5,12 +5,17 @@
 Each part runs alone in a loop; the figure is the lowest of seven medians, because this kind
 of machine has slow phases. Inside a loaded server every part takes longer (colder caches),
 so the parts are for comparing with each other and with the floor's app, not for adding up.
-JWT verification is measured by bench/jwt_verify.py.
+"the pipeline" is the registry's whole call without HTTP; the whole app less the pipeline is
+what the ASGI layers, routing, the access line and the audit writer's thread add. The app
+logs as it does when served (level info), to /dev/null. JWT verification is measured by
+bench/jwt_verify.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -120,7 +125,11 @@ async def steps(registry: Registry, service_id: str, body: bytes) -> list[tuple[
     async def record() -> None:
         await registry.record(call, list(cards))
 
+    async def pipeline() -> None:
+        await registry.call(service_id, orjson.loads(body))
+
     return [
+        ("the pipeline (registry.call, no HTTP)", await measure_async(pipeline)),
         ("  JSON parsing (orjson)", measure(lambda: orjson.loads(body))),
         ("  validate", measure(fresh)),
         ("  about anastrozole", await measure_async(about)),
@@ -141,14 +150,25 @@ async def main() -> None:
             Settings(auth="off", rules_dir=PACKAGED_RULES_DIR, database_url=f"sqlite:///{tmp}/b.db")
         )
         async with app.router.lifespan_context(app):
-            registry = app.state.registry
-            rows.append(("the floor's whole app", await measure_async(asgi_call(floor_app, body))))
-            rows.append(("Osteoguard's whole app, auth off", await measure_async(asgi_call(app, body))))
-            rows.extend(await steps(registry, "anastrozole-bone-order-select", body))
-            assert registry.audit is not None
-            await registry.audit.flush()
+            with open(os.devnull, "w") as devnull:
+                for handler in logging.getLogger().handlers:
+                    if isinstance(handler, logging.StreamHandler):
+                        handler.setStream(devnull)
+                rows.extend(await measure_all(app, body))
     for label, micros in rows:
-        print(f"{label:<36}{micros:8.1f} µs")
+        print(f"{label:<40}{micros:8.1f} µs")
+
+
+async def measure_all(app: Any, body: bytes) -> list[tuple[str, float]]:
+    registry = app.state.registry
+    rows = [
+        ("the floor's whole app", await measure_async(asgi_call(floor_app, body))),
+        ("Osteoguard's whole app, auth off", await measure_async(asgi_call(app, body))),
+    ]
+    rows.extend(await steps(registry, "anastrozole-bone-order-select", body))
+    assert registry.audit is not None
+    await registry.audit.flush()
+    return rows
 
 
 if __name__ == "__main__":

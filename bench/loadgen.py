@@ -1,23 +1,33 @@
-"""A small HTTP/1.1 keep-alive load generator (run as its own process, on the other core).
+"""A small HTTP/1.1 keep-alive load generator in Python (run as its own process).
+
+bench/run.py uses it for the open-loop runs (requests sent at a fixed rate, latency counted
+from each request's planned send time, so a stalled server is not hidden: wrk 4 cannot do
+this and wrk2 is not packaged in Debian), and for closed-loop runs where wrk is missing.
+It is itself Python: on a 2-core machine it needs about as much CPU per request as the floor
+does, so in closed loop it understates the floor (see docs/speed.md).
 
 Reads a JSON job on stdin: {"host", "port", "requests": [raw request bytes as latin-1 text],
-"concurrency", "rate" (requests/s, 0 = as fast as possible), "warmup"}; every request string
-is sent once, in order, spread over `concurrency` connections. Prints JSON: throughput,
+"concurrency", "rate" (requests/s, 0 = as fast as possible), "warmup" (requests not counted
+in the latencies), "duration" (seconds; closed loop only: cycle through the requests until
+then, instead of sending each once)}. Without a duration every request string is sent once,
+in order, spread over `concurrency` connections. Prints JSON: requests, seconds, throughput,
 latency percentiles, status counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 
 
 async def connection(
     host: str,
     port: int,
-    queue: asyncio.Queue[tuple[int, bytes]],
+    take: Callable[[], tuple[int, bytes] | None],
     out: list[tuple[int, float, int]],
     start_at: float,
     interval: float,
@@ -26,16 +36,18 @@ async def connection(
     loop = asyncio.get_running_loop()
     try:
         while True:
-            try:
-                index, payload = queue.get_nowait()
-            except asyncio.QueueEmpty:
+            item = take()
+            if item is None:
                 return
+            index, payload = item
             if interval:
                 due = start_at + index * interval  # open loop: each request has its send time
                 delay = due - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                began = max(due, loop.time()) if delay > 0 else due
+                    began = max(due, loop.time())  # the timer's own lateness is ours, not the server's
+                else:
+                    began = due  # sent late because every connection was busy: that wait counts
             else:
                 began = loop.time()
             writer.write(payload)
@@ -55,17 +67,26 @@ async def main() -> None:
     job = json.loads(sys.stdin.read())
     requests = [r.encode("latin-1") for r in job["requests"]]
     warm = job.get("warmup", 0)
-    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-    for item in enumerate(requests):
-        queue.put_nowait(item)
-    out: list[tuple[int, float, int]] = []
-    loop = asyncio.get_running_loop()
     rate = job.get("rate", 0)
+    duration = job.get("duration", 0)
+    loop = asyncio.get_running_loop()
+    counter = itertools.count()
     start = loop.time() + 0.05
+    end = start + duration
+
+    def take() -> tuple[int, bytes] | None:
+        index = next(counter)
+        if duration:
+            if loop.time() >= end:
+                return None
+            return index, requests[index % len(requests)]
+        return (index, requests[index]) if index < len(requests) else None
+
+    out: list[tuple[int, float, int]] = []
     wall = time.perf_counter()
     await asyncio.gather(
         *(
-            connection(job["host"], job["port"], queue, out, start, 1 / rate if rate else 0)
+            connection(job["host"], job["port"], take, out, start, 1 / rate if rate else 0)
             for _ in range(job["concurrency"])
         )
     )
@@ -79,7 +100,18 @@ async def main() -> None:
         return measured[min(len(measured) - 1, int(len(measured) * p))] * 1000
 
     print(
-        json.dumps({"rps": len(out) / elapsed, "p50_ms": pct(0.5), "p99_ms": pct(0.99), "statuses": statuses})
+        json.dumps(
+            {
+                "requests": len(out),
+                "seconds": elapsed,
+                "rps": len(out) / elapsed,
+                "p50_ms": pct(0.5),
+                "p90_ms": pct(0.9),
+                "p99_ms": pct(0.99),
+                "max_ms": measured[-1] * 1000,
+                "statuses": statuses,
+            }
+        )
     )
 
 

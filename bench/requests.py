@@ -1,8 +1,10 @@
 """The requests the benchmarks send: bench/request.json (dates relative to today), as bytes.
 
-``typical`` is a 4 KB order-select call with 10 estradiol results that fires one card
-(baseline-dexa); ``large`` is the same call with 200 estradiol results. The results are
-copies of the file's one estradiol Observation, each a day older than the last.
+``typical`` is an order-select call of about 4.6 KB (compact JSON, as EHRs send it) with 10
+estradiol results that fires one card (baseline-dexa: a man on testosterone, whose last DXA is
+900 days old; his testosterone was checked 90 days ago, so testosterone-monitoring stays
+quiet); ``large`` is the same call with 200 estradiol results. The results are copies of the
+file's one estradiol Observation, each nine days older than the last.
 """
 
 from __future__ import annotations
@@ -37,4 +39,4 @@ def request(kind: str, today: date | None = None) -> dict[str, Any]:
 
 
 def payload(kind: str) -> bytes:
-    return json.dumps(request(kind)).encode()
+    return json.dumps(request(kind), separators=(",", ":")).encode()
