@@ -3,8 +3,8 @@
 bench/run.py uses it for the open-loop runs (requests sent at a fixed rate, latency counted
 from each request's planned send time, so a stalled server is not hidden: wrk 4 cannot do
 this and wrk2 is not packaged in Debian), and for closed-loop runs where wrk is missing.
-It is itself Python: on a 2-core machine it needs about as much CPU per request as the floor
-does, so in closed loop it understates the floor (see docs/speed.md).
+It is itself Python: it takes three to four times wrk's CPU per request, which on a 2-core
+machine is CPU the server under test does not get (docs/speed.md has the comparison).
 
 Reads a JSON job on stdin: {"host", "port", "requests": [raw request bytes as latin-1 text],
 "concurrency", "rate" (requests/s, 0 = as fast as possible), "warmup" (requests not counted
