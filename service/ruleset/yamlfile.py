@@ -48,14 +48,25 @@ def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int:
 
 # libyaml when PyYAML has it: the medication class files are ~100 kB, which the pure-Python
 # parser takes most of a second to read.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def cut_short(text: str) -> bool:
+    """A file that does not end with a line break: every editor and generator writes one last,
+    so this is a file cut off mid-line (a partial write, a full disk) even when it parses."""
+    return bool(text) and not text.endswith("\n")
 
 
 def read_yaml(path: Path, problems: Problems) -> Any:
     """A file's YAML data; its node tree is kept in ``problems`` for line numbers (one parse)."""
     try:
         text = path.read_text(encoding="utf-8")
-        loader = _LOADER(text)
+        if cut_short(text):
+            problems.start(path, None)
+            line = text.count("\n") + 1
+            problems.items.append(f"{path}:{line}: the file does not end with a line break (cut short?)")
+            return None
+        loader = LOADER(text)
         try:
             root = loader.get_single_node()
             problems.start(path, root)
@@ -66,6 +77,8 @@ def read_yaml(path: Path, problems: Problems) -> Any:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else 1
         problems.items.append(f"{path}:{line}: invalid YAML: {exc.problem}")
+    except UnicodeDecodeError as exc:
+        problems.items.append(f"{path}:1: not UTF-8 text: {exc.reason}")
     except OSError as exc:
         problems.items.append(f"{path}:1: cannot read: {exc.strerror}")
     return None
