@@ -9,8 +9,9 @@ Layout::
     rules/<category>/<rule-id>/cases/*.yaml  its scenario fixtures
 
 Only what the manifest names is read, and the folder must hold exactly that
-(:mod:`service.ruleset.manifest`); a rule file must have every key of ``RULE_KEYS``, so one cut
-short that still parses is refused. The rule id is the folder name, never typed twice.
+(:mod:`service.ruleset.manifest`). ruleset.yaml and every rule.yaml end with the line ``...``
+(YAML's document end) and a rule file has every key of ``RULE_KEYS``, so a file cut short that
+still parses is refused. The rule id is the folder name, never typed twice.
 Conditions are durable_rules JSON (``$and``/``$or``/``$lt``…); a string value ``$name`` is
 replaced by the parameter ``name`` (rule ``params`` first, then ruleset ``params``), so a
 threshold is written once. Every problem is reported as ``file:line: message``.
@@ -224,7 +225,7 @@ def _parse_suggestions(
 
 
 def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Rule | None:
-    data = _read_yaml(path, problems)
+    data = _read_yaml(path, problems, end_marker=True)
     if data is None:
         return None
     rule_id = path.parent.name
@@ -235,11 +236,9 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
         return None
     missing = [key for key in RULE_KEYS if key not in data]
     if missing:
-        # The other checks would only repeat this for a file that is cut short or half-written.
         problems.add((), f"missing {', '.join(map(repr, missing))}: a rule file needs {', '.join(RULE_KEYS)}")
-        return None
     for key in ("title", "when", "then"):
-        if not isinstance(data.get(key), str) or not data[key].strip():
+        if key in data and (not isinstance(data[key], str) or not data[key].strip()):
             problems.add((key,), f"missing {key!r} (plain-language statement)")
     indicator = data.get("indicator")
     if indicator not in INDICATORS:
@@ -376,7 +375,7 @@ def load_with_manifest(root: Path) -> tuple[RuleSet, Manifest]:
     """:func:`load_ruleset`, also returning the manifest it was loaded against."""
     problems = _Problems()
     head_path = root / "ruleset.yaml"
-    head = _read_yaml(head_path, problems)
+    head = _read_yaml(head_path, problems, end_marker=True)
     if not isinstance(head, dict):
         if not problems.items:
             problems.items.append(f"{head_path}:1: missing or not a mapping")

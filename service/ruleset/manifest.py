@@ -98,7 +98,7 @@ def layout_problems(root: Path, manifest: Manifest) -> list[str]:
                 )
     for path in manifest.class_files(root):
         if not path.is_file():
-            problems.append(f"{path}:1: class file named in {head.name} classes: is missing")
+            problems.append(f"{path}:1: missing medication class (named in {head.name} classes:)")
     class_dir = root / CLASS_DIR
     if class_dir.is_dir():
         for path in sorted(class_dir.iterdir()):
