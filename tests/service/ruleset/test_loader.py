@@ -157,3 +157,48 @@ def test_dose_advice_for_a_man_not_on_testosterone_is_refused(rules_copy: Path) 
     with pytest.raises(RuleSetError) as info:
         load_ruleset(rules_copy)
     assert any(p.startswith(f"{path}:") and "{on_testosterone: 1}" in p for p in info.value.problems)
+
+
+def test_a_rule_file_cut_short_at_a_line_break_is_refused(rules_copy: Path) -> None:
+    # Cut before the women's "stale" variant: it still parses, and has every required key.
+    path = rules_copy / "monitoring/baseline-dexa/rule.yaml"
+    text = path.read_text()
+    path.write_text(text[: text.index("  stale:\n")])
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(rules_copy)
+    assert info.value.problems == [
+        f"{path}:90: the file does not end with the line '...' (YAML's document end): "
+        "cut short, or still being written?"
+    ]
+
+
+def test_a_rule_file_cut_short_mid_line_is_refused(rules_copy: Path) -> None:
+    path = rules_copy / "monitoring/baseline-dexa/rule.yaml"
+    text = path.read_text()
+    path.write_text(text[: text.index("  stale:\n") + 5])
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(rules_copy)
+    assert info.value.problems == [f"{path}:91: the file does not end with a line break (cut short?)"]
+
+
+def test_a_ruleset_file_cut_short_is_refused(rules_copy: Path) -> None:
+    path = rules_copy / "ruleset.yaml"
+    text = path.read_text()
+    path.write_text(text[: text.index("units:\n")])
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(rules_copy)
+    assert any(
+        p.startswith(f"{path}:") and "does not end with the line '...'" in p for p in info.value.problems
+    )
+
+
+def test_a_rule_file_without_its_required_keys_is_refused(rules_copy: Path) -> None:
+    path = rules_copy / "dosing/low-estradiol/rule.yaml"
+    text = path.read_text()
+    path.write_text(text[: text.index("variants:\n")] + "...\n")
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(rules_copy)
+    assert (
+        f"{path}:1: missing 'variants': a rule file needs title, when, then, indicator, links, variants"
+        in (info.value.problems)
+    )
