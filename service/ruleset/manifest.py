@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.ruleset.classes import CLASS_DIR
 from service.ruleset.model import RULE_ID
 from service.ruleset.yamlfile import Problems
 
-CLASS_DIR = "classes"
 CASE_DIR = "cases"
 _FOLDER = re.compile(r"^([a-z][a-z0-9]*(?:-[a-z0-9]+)*)/([a-z][a-z0-9]*(?:-[a-z0-9]+)*)$")
 
@@ -66,7 +66,8 @@ def read_manifest(head: dict[str, Any], problems: Problems) -> Manifest:
     """The manifest of an already read ruleset.yaml (``problems`` is still on that file)."""
     rules = _names(head, "rules", problems, _FOLDER, "a rule folder <category>/<rule-id>")
     classes = _names(head, "classes", problems, RULE_ID, "a class id (classes/<id>.yaml)")
-    return Manifest(tuple(sorted(rules)), tuple(classes))
+    # Rules are read (and their cards ordered) by path, as before there was a manifest.
+    return Manifest(tuple(sorted(rules, key=lambda name: tuple(name.split("/")))), tuple(classes))
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -104,8 +105,7 @@ def layout_problems(root: Path, manifest: Manifest) -> list[str]:
         for path in sorted(class_dir.iterdir()):
             if not path.name.startswith(".") and path.stem not in manifest.classes:
                 problems.append(f"{path}:1: class file not named in {head.name} classes:")
-    with_cases = [folder for folder in manifest.rules if (root / folder / CASE_DIR).is_dir()]
-    if with_cases:
+    if carries_cases(root, manifest):
         for folder in manifest.rules:
             if not any((root / folder / CASE_DIR).glob("*.yaml")):
                 problems.append(
