@@ -197,16 +197,21 @@ def _rules_dir(args: argparse.Namespace) -> Path:
 
 
 def _rules_check(args: argparse.Namespace) -> int:
-    from service.ruleset.check import check
+    from service.ruleset.check import assess
 
-    ruleset, problems = check(_rules_dir(args))
-    for problem in problems:
+    # The judge a reload uses: what this refuses, a running service refuses too.
+    verdict = assess(_rules_dir(args))
+    if verdict.engine is not None:
+        verdict.engine.close()
+    for problem in verdict.problems:
         print(problem, file=sys.stderr)
-    if problems:
-        print(f"{len(problems)} problem(s)", file=sys.stderr)
+    if verdict.problems:
+        print(f"{len(verdict.problems)} problem(s)", file=sys.stderr)
         return 1
-    assert ruleset is not None
-    print(f"rule set {ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules OK")
+    assert verdict.ruleset is not None
+    ruleset = verdict.ruleset
+    cases = f"{verdict.cases} scenario cases pass" if verdict.cases else "no scenario cases here to run"
+    print(f"rule set {ruleset.name} {ruleset.version}: {len(ruleset.rules)} rules OK, {cases}")
     return 0
 
 
@@ -379,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=_explain)
     rules = sub.add_parser("rules", help="validate or test the rule set")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
-    check = rules_sub.add_parser("check", help="validate rule files")
+    check = rules_sub.add_parser(
+        "check", help="judge a rule set as a reload does: files, manifest, templates, its own cases"
+    )
     check.add_argument("dir", nargs="?")
     check.set_defaults(func=_rules_check)
     test = rules_sub.add_parser("test", help="run the rule scenario fixtures")

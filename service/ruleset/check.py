@@ -1,14 +1,20 @@
-"""``osteoguard rules check``: everything that can be checked about a rule set without patients.
+"""What makes a rule set acceptable: one definition, for ``osteoguard rules check`` and reload.
 
-Beyond what loading validates (structure, operators, fact fields, parameters), this renders
-every card template with sample evidence (summary must stay under 140 characters), validates
-every suggestion resource template as FHIR R4, looks for this project's internal words in text
-clinicians read (:mod:`service.ruleset.wording`), compiles the rule set in the engine, and
-checks that every rule has scenario cases that expect it and cases that forbid it.
+:func:`assess` is the only judge. Beyond what loading validates (the manifest and the folder,
+structure, operators, fact fields, parameters), it renders every card template with sample
+evidence (summary must stay under 140 characters), validates every suggestion resource
+template as FHIR R4, looks for this project's internal words in text clinicians read
+(:mod:`service.ruleset.wording`), compiles the rule set in the engine, checks that every rule
+has scenario cases that expect it and cases that forbid it, and runs every case against the
+new engine (what ``osteoguard rules test`` runs). A set without its cases (the chart's
+ConfigMap leaves them out) is judged on everything else. ``rules check`` exits non-zero on
+any problem; a reload refuses the set on any problem, with the same messages.
 """
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,9 +23,11 @@ from service.cards.drafts import is_valid_fhir
 from service.cards.text import fill_resource, render, template_values
 from service.engine.adapter import RuleEngine
 from service.errors import RuleSetError, ServiceError
-from service.ruleset.loader import alias_kind, load_ruleset
+from service.pipeline.registry import Registry
+from service.ruleset.loader import alias_kind, load_with_manifest
+from service.ruleset.manifest import carries_cases
 from service.ruleset.model import MAX_SUMMARY, RuleSet
-from service.ruleset.scenarios import load_cases
+from service.ruleset.scenarios import Case, load_cases, run_case
 from service.ruleset.schema import Fact
 from service.ruleset.wording import check_wording
 
@@ -192,11 +200,13 @@ def check_templates(ruleset: RuleSet) -> list[str]:
     return problems
 
 
-def check_cases(ruleset: RuleSet) -> list[str]:
-    try:
-        cases = load_cases(ruleset.root)
-    except (ValueError, OSError) as exc:
-        return [str(exc)]
+def check_cases(ruleset: RuleSet, cases: list[Case] | None = None) -> list[str]:
+    """Every rule has cases expecting and forbidding it; no case names an unknown rule."""
+    if cases is None:
+        try:
+            cases = load_cases(ruleset.root)
+        except (ValueError, OSError) as exc:
+            return [str(exc)]
     problems = [
         f"{path}:1: a case file must end in .yaml (a .yml or .json file here would never run)"
         for path in sorted(ruleset.root.glob("*/*/cases/*"))
@@ -216,15 +226,59 @@ def check_cases(ruleset: RuleSet) -> list[str]:
     return problems
 
 
+@dataclass
+class Verdict:
+    """What :func:`assess` found: the set and its compiled engine, or the problems."""
+
+    ruleset: RuleSet | None
+    engine: RuleEngine | None  # compiled; the caller installs or closes it
+    problems: list[str] = field(default_factory=list)
+    cases: int = 0  # scenario cases run
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.engine is not None
+
+
+async def _run_cases(cases: list[Case], registry: Registry) -> list[str]:
+    problems = []
+    for case in cases:
+        outcome = await run_case(case, registry)
+        problems += [f"{case.path}:1: {problem}" for problem in outcome.problems]
+    return problems
+
+
+def assess(root: Path) -> Verdict:
+    """Judge the rule set at ``root``; runs in a thread of its own (it runs an event loop)."""
+    try:
+        ruleset, manifest = load_with_manifest(root)
+    except RuleSetError as exc:
+        return Verdict(None, None, exc.problems)
+    problems = check_templates(ruleset) + check_wording(ruleset)
+    cases: list[Case] = []
+    if carries_cases(root, manifest):
+        try:
+            cases = load_cases(root)
+        except (ValueError, OSError) as exc:
+            problems.append(str(exc))
+        else:
+            problems += check_cases(ruleset, cases)
+    try:
+        engine = RuleEngine(ruleset)
+    except ServiceError as exc:
+        return Verdict(ruleset, None, [*problems, f"{root}:1: {exc.message}"])
+    verdict = Verdict(ruleset, engine, problems, len(cases))
+    if cases and not problems:
+        verdict.problems += asyncio.run(_run_cases(cases, Registry(ruleset, engine)))
+    if verdict.problems:
+        engine.close()
+        verdict.engine = None
+    return verdict
+
+
 def check(root: Path) -> tuple[RuleSet | None, list[str]]:
     """All problems of the rule set at ``root`` (empty when it is good to deploy)."""
-    try:
-        ruleset = load_ruleset(root)
-    except RuleSetError as exc:
-        return None, exc.problems
-    problems = check_templates(ruleset) + check_wording(ruleset) + check_cases(ruleset)
-    try:
-        RuleEngine(ruleset).close()
-    except ServiceError as exc:
-        problems.append(f"{root}:1: {exc.message}")
-    return ruleset, problems
+    verdict = assess(root)
+    if verdict.engine is not None:
+        verdict.engine.close()
+    return verdict.ruleset, verdict.problems

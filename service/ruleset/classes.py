@@ -189,10 +189,11 @@ def index(classes: dict[str, MedicationClass]) -> Medications:
     )
 
 
-def load_classes(root: Path, problems: Problems) -> Medications:
-    """Every class file of ``root``; problems (file:line) are added to ``problems``."""
+def load_classes(root: Path, problems: Problems, files: list[Path] | None = None) -> Medications:
+    """The class files ``files`` (default: every one of ``root``); problems (file:line) are
+    added to ``problems``. A named file that is missing is reported by the manifest check."""
     classes: dict[str, MedicationClass] = {}
-    for path in class_files(root):
+    for path in class_files(root) if files is None else [f for f in files if f.is_file()]:
         cls = _parse_class(path, problems)
         if cls is not None:
             classes[cls.id] = cls

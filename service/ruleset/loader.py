@@ -2,15 +2,19 @@
 
 Layout::
 
-    rules/ruleset.yaml                       version, code lists, units, shared params
+    rules/ruleset.yaml                       version, the manifest (rules:, classes:), code lists,
+                                             units, shared params
     rules/classes/<class>.yaml               medication classes: RxNorm codes and names
     rules/<category>/<rule-id>/rule.yaml     one rule: links, params, variants (conditions, text), suggestions
     rules/<category>/<rule-id>/cases/*.yaml  its scenario fixtures
 
-The rule id is the folder name, never typed twice. Conditions are durable_rules JSON
-(``$and``/``$or``/``$lt``…); a string value ``$name`` is replaced by the parameter ``name``
-(rule ``params`` first, then ruleset ``params``), so a threshold is written once. Every
-problem is reported as ``file:line: message``.
+Only what the manifest names is read, and the folder must hold exactly that
+(:mod:`service.ruleset.manifest`). ruleset.yaml and every rule.yaml end with the line ``...``
+(YAML's document end) and a rule file has every key of ``RULE_KEYS``, so a file cut short that
+still parses is refused. The rule id is the folder name, never typed twice.
+Conditions are durable_rules JSON (``$and``/``$or``/``$lt``…); a string value ``$name`` is
+replaced by the parameter ``name`` (rule ``params`` first, then ruleset ``params``), so a
+threshold is written once. Every problem is reported as ``file:line: message``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from cds_hooks.vocabulary import ACTION_TYPES, SELECTION_BEHAVIORS, SelectionBeh
 from service.clinical.fhir import SYSTEM_ALIASES
 from service.errors import RuleSetError
 from service.ruleset.classes import load_classes
+from service.ruleset.manifest import Manifest, layout_problems, read_manifest
 from service.ruleset.metadata import params_used, parse_forbidden_words, parse_links
 from service.ruleset.model import (
     COMPARISONS,
@@ -37,7 +42,7 @@ from service.ruleset.model import (
     Variant,
 )
 from service.ruleset.safety import ADVICE, advice_problems
-from service.ruleset.schema import FACT_FIELDS, TEXT_VALUES
+from service.ruleset.schema import FACT_FIELDS, RULE_KEYS, TEXT_VALUES
 from service.ruleset.terms import parse_terms, parse_units
 from service.ruleset.yamlfile import Problems as _Problems
 from service.ruleset.yamlfile import read_yaml as _read_yaml
@@ -220,7 +225,7 @@ def _parse_suggestions(
 
 
 def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Rule | None:
-    data = _read_yaml(path, problems)
+    data = _read_yaml(path, problems, end_marker=True)
     if data is None:
         return None
     rule_id = path.parent.name
@@ -229,8 +234,11 @@ def _parse_rule(path: Path, shared: dict[str, float], problems: _Problems) -> Ru
     if not isinstance(data, dict):
         problems.add((), "a rule file must be a mapping")
         return None
+    missing = [key for key in RULE_KEYS if key not in data]
+    if missing:
+        problems.add((), f"missing {', '.join(map(repr, missing))}: a rule file needs {', '.join(RULE_KEYS)}")
     for key in ("title", "when", "then"):
-        if not isinstance(data.get(key), str) or not data[key].strip():
+        if key in data and (not isinstance(data[key], str) or not data[key].strip()):
             problems.add((key,), f"missing {key!r} (plain-language statement)")
     indicator = data.get("indicator")
     if indicator not in INDICATORS:
@@ -350,15 +358,24 @@ REQUIRED_PARAMS = (
 
 
 def rule_files(root: Path) -> list[Path]:
-    """Every ``<category>/<rule-id>/rule.yaml`` below ``root``, sorted."""
+    """Every ``<category>/<rule-id>/rule.yaml`` below ``root``, sorted (named or not)."""
     return sorted(root.glob("*/*/rule.yaml"))
 
 
 def load_ruleset(root: Path) -> RuleSet:
-    """Load and validate a rule set folder; raises RuleSetError listing every problem."""
+    """Load and validate a rule set folder; raises RuleSetError listing every problem.
+
+    The one definition of a loadable set: the service at start and on reload, ``rules check``,
+    ``rules test``, ``explain`` and the tests all load through here.
+    """
+    return load_with_manifest(root)[0]
+
+
+def load_with_manifest(root: Path) -> tuple[RuleSet, Manifest]:
+    """:func:`load_ruleset`, also returning the manifest it was loaded against."""
     problems = _Problems()
     head_path = root / "ruleset.yaml"
-    head = _read_yaml(head_path, problems)
+    head = _read_yaml(head_path, problems, end_marker=True)
     if not isinstance(head, dict):
         if not problems.items:
             problems.items.append(f"{head_path}:1: missing or not a mapping")
@@ -376,8 +393,12 @@ def load_ruleset(root: Path) -> RuleSet:
     ):
         if key not in head:
             problems.add((), f"ruleset.yaml needs {key!r}")
+    manifest = read_manifest(head, problems)
     if problems.items:
         raise RuleSetError(problems.items)
+    layout = layout_problems(root, manifest)
+    if layout:
+        raise RuleSetError(layout)
     source = head["source"] or {}
     reasons_spec = head["override_reasons"] or {}
     reasons = tuple(
@@ -413,24 +434,22 @@ def load_ruleset(root: Path) -> RuleSet:
     units = parse_units(head["units"], problems.add)
     terms = parse_terms(head, lambda spec, where: _code_set(spec, where, problems), problems.add)
     forbidden = parse_forbidden_words(head.get("forbidden_card_words"), problems.add)
-    medications = load_classes(root, problems)
+    medications = load_classes(root, problems, manifest.class_files(root))
     shared_params = head.get("params") or {}
     for name in REQUIRED_PARAMS:
         if not isinstance(shared_params.get(name), int | float) or isinstance(shared_params.get(name), bool):
             problems.add(("params",), f"ruleset.yaml params needs the number {name!r}")
     rules = []
-    for path in rule_files(root):
+    for path in manifest.rule_files(root):
         rule = _parse_rule(path, shared_params, problems)
         if rule is not None:
             rules.append(rule)
-    if not rules:
-        problems.items.append(f"{root}:1: no rules found (expected <category>/<rule-id>/rule.yaml)")
     ids = [r.id for r in rules]
     for dup in {i for i in ids if ids.count(i) > 1}:
         problems.items.append(f"{root}:1: rule id {dup!r} is defined more than once")
     if problems.items:
         raise RuleSetError(problems.items)
-    return RuleSet(
+    ruleset = RuleSet(
         name=str(head["name"]),
         version=str(head["version"]),
         root=root,
@@ -450,3 +469,4 @@ def load_ruleset(root: Path) -> RuleSet:
         params={k: float(v) for k, v in shared_params.items() if isinstance(v, int | float)},
         terms=terms,
     )
+    return ruleset, manifest

@@ -28,6 +28,7 @@ import yaml
 from service.errors import ServiceError
 from service.pipeline.registry import Registry
 from service.ruleset.schema import Fact, Firing
+from service.ruleset.yamlfile import LOADER, cut_short
 
 Observer = Callable[[Any, list[Fact], list[Firing]], None]
 
@@ -80,7 +81,14 @@ def load_cases(root: Path) -> list[Case]:
     cases = []
     for path in sorted(root.glob("*/*/cases/*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            if cut_short(text):
+                line = text.count("\n") + 1
+                raise ValueError(f"{path}:{line}: the file does not end with a line break (cut short?)")
+            # libyaml's parser: the pure-Python one takes 1.7 s for the ~160 case files, this 0.7 s.
+            data = yaml.load(text, Loader=LOADER)  # noqa: S506 - a safe loader
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}:1: not UTF-8 text: {exc.reason}") from exc
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else 1

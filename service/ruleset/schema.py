@@ -102,6 +102,11 @@ FACT_FIELDS: Final[dict[str, dict[str, str]]] = {
     },
 }
 
+# The keys every rule.yaml must have (the loader refuses a file without one): a file cut short
+# mid-way, or still being written, that happens to parse lacks the later ones. Each variant
+# needs ``conditions``, ``summary`` and ``detail`` as well.
+RULE_KEYS: Final = ("title", "when", "then", "indicator", "links", "variants")
+
 TEXT_VALUES: Final[dict[str, frozenset[str]]] = {
     "hook": frozenset({"order-select", "order-sign", "patient-view", "medication-refill"}),
     "sex": frozenset({"male", "female", "other", "unknown"}),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,6 @@ from service.ruleset.classes import REQUIRED_CLASSES, RXCUI, class_files, name_k
 from service.ruleset.loader import load_ruleset
 from service.ruleset.model import Membership, RuleSet
 from service.settings import PACKAGED_RULES_DIR
-
-
-@pytest.fixture
-def rules_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "rules"
-    shutil.copytree(PACKAGED_RULES_DIR, target)
-    return target
 
 
 def edit(path: Path, old: str, new: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,7 @@ from service.engine.adapter import RuleEngine
 from service.errors import RuleSetError
 from service.pipeline.registry import Registry
 from service.ruleset.loader import load_ruleset
-from service.settings import PACKAGED_RULES_DIR
 from tests.builders import SERVICE_FOR_HOOK, order_sign
-
-
-@pytest.fixture
-def rules_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "rules"
-    shutil.copytree(PACKAGED_RULES_DIR, target)
-    return target
 
 
 def fired_with(rules_dir: Path, request: dict) -> list[str]:  # type: ignore[type-arg]
@@ -131,6 +122,7 @@ def test_invalid_yaml_reports_its_line(rules_copy: Path) -> None:
 
 def test_rule_id_comes_from_the_folder_name(rules_copy: Path) -> None:
     (rules_copy / "monitoring/vitamin-d").rename(rules_copy / "monitoring/vitamin-d-check")
+    edit(rules_copy / "ruleset.yaml", "  - monitoring/vitamin-d\n", "  - monitoring/vitamin-d-check\n")
     assert "vitamin-d-check" in [r.id for r in load_ruleset(rules_copy).rules]
 
 
@@ -165,3 +157,48 @@ def test_dose_advice_for_a_man_not_on_testosterone_is_refused(rules_copy: Path) 
     with pytest.raises(RuleSetError) as info:
         load_ruleset(rules_copy)
     assert any(p.startswith(f"{path}:") and "{on_testosterone: 1}" in p for p in info.value.problems)
+
+
+def test_a_rule_file_cut_short_at_a_line_break_is_refused(rules_copy: Path) -> None:
+    # Cut before the women's "stale" variant: it still parses, and has every required key.
+    path = rules_copy / "monitoring/baseline-dexa/rule.yaml"
+    text = path.read_text()
+    path.write_text(text[: text.index("  stale:\n")])
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(rules_copy)
+    assert info.value.problems == [
+        f"{path}:90: the file does not end with the line '...' (YAML's document end): "
+        "cut short, or still being written?"
+    ]
+
+
+def test_a_rule_file_cut_short_mid_line_is_refused(rules_copy: Path) -> None:
+    path = rules_copy / "monitoring/baseline-dexa/rule.yaml"
+    text = path.read_text()
+    path.write_text(text[: text.index("  stale:\n") + 5])
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(rules_copy)
+    assert info.value.problems == [f"{path}:91: the file does not end with a line break (cut short?)"]
+
+
+def test_a_ruleset_file_cut_short_is_refused(rules_copy: Path) -> None:
+    path = rules_copy / "ruleset.yaml"
+    text = path.read_text()
+    path.write_text(text[: text.index("units:\n")])
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(rules_copy)
+    assert any(
+        p.startswith(f"{path}:") and "does not end with the line '...'" in p for p in info.value.problems
+    )
+
+
+def test_a_rule_file_without_its_required_keys_is_refused(rules_copy: Path) -> None:
+    path = rules_copy / "dosing/low-estradiol/rule.yaml"
+    text = path.read_text()
+    path.write_text(text[: text.index("variants:\n")] + "...\n")
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(rules_copy)
+    assert (
+        f"{path}:1: missing 'variants': a rule file needs title, when, then, indicator, links, variants"
+        in (info.value.problems)
+    )

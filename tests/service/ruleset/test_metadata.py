@@ -3,7 +3,6 @@ page lists, and the forbidden-word list, each refused with file:line when it is 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,13 @@ from service.errors import RuleSetError
 from service.ruleset.loader import load_ruleset
 from service.ruleset.metadata import https_url
 from service.ruleset.model import CLINICIAN_TEXT, ForbiddenWord, RuleSet, SourceLink
-from service.settings import PACKAGED_RULES_DIR
 
 FINKELSTEIN_URL = "https://pubmed.ncbi.nlm.nih.gov/26901812/"
 
 
 @pytest.fixture
-def rules_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "rules"
-    shutil.copytree(PACKAGED_RULES_DIR, target, ignore=shutil.ignore_patterns("cases"))
-    return target
+def rules_copy(mounted_rules: Path) -> Path:
+    return mounted_rules  # no cases: these tests read the rule files only
 
 
 def edit(path: Path, old: str, new: str) -> None:

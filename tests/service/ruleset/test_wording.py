@@ -15,10 +15,8 @@ from service.settings import PACKAGED_RULES_DIR
 
 
 @pytest.fixture
-def rules_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "rules"
-    shutil.copytree(PACKAGED_RULES_DIR, target, ignore=shutil.ignore_patterns("cases"))
-    return target
+def rules_copy(mounted_rules: Path) -> Path:
+    return mounted_rules  # no cases: these tests read the rule files only
 
 
 def edit(path: Path, old: str, new: str) -> None:
