@@ -151,7 +151,9 @@ async def _call_with_fhir(
     settings = get_settings()
     budget = settings.fhir_timeout_s
     async with new_http_client(budget) as http:
-        registry.fetcher = FhirFetcher(http, budget, listed=settings.fhir_private_server_set)
+        registry.fetcher = FhirFetcher(
+            http, budget, listed=settings.fhir_private_server_set, max_bytes=settings.fhir_max_bytes
+        )
         return await registry.call(service_id, payload, observe=observe)
 
 
