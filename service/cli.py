@@ -74,6 +74,10 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        # httptools with our limits (header bytes, header/body deadlines, connections); a
+        # string, so each worker process imports it. No WebSockets: nothing here speaks them.
+        http="service.http.server:LimitedHttpToolsProtocol",
+        ws="none",
         log_level=settings.log_level,
         log_config=None,
         server_header=False,
