@@ -8,7 +8,9 @@ than bounding connections. :class:`LimitedHttpToolsProtocol` adds, per worker pr
 * header bytes: the bytes received for one request before its headers are complete (request
   line, headers, line ends) are counted as they arrive; past ``OSTEOGUARD_MAX_HEADER_BYTES``
   the connection gets a 431 and is closed, and the rest is never read. httptools buffers a
-  header until it is complete, so counting in ``on_header`` would be too late;
+  header until it is complete, so counting in ``on_header`` would be too late. The non-body
+  bytes of a chunked body (chunk sizes, extensions, trailers, which httptools buffers too)
+  count against the same limit;
 * a header deadline: ``OSTEOGUARD_HEADER_TIMEOUT_S`` from accept, or from the first byte of
   a later request on a kept-alive connection, until its headers are complete; then 408, close;
 * a body deadline: ``OSTEOGUARD_BODY_TIMEOUT_S`` from the end of the headers until the whole
@@ -143,6 +145,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._limits = limits
         self._phase = _HEADERS  # a new connection owes its first request's headers
         self._header_bytes = 0
+        self._framing = 0  # bytes of the body phase that were not body (see data_received)
         self._headers_done = 0  # requests whose headers completed on this connection
         self._deadline: asyncio.TimerHandle | None = None
 
@@ -167,13 +170,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase != _BODY:
+        if self._phase == _BODY:
+            # What is not body here is chunk framing and trailers, which httptools buffers
+            # like headers: they count against the same limit (checked once parsed, so at
+            # most one read past it).
+            self._framing += len(data)
+            super().data_received(data)
+            if self._framing > self._limits.max_header_bytes and self._phase == _BODY:
+                self._too_large()
+                return
+        else:
             self._phase = _HEADERS  # (from idle: a next request has begun)
             self._header_bytes += len(data)
             if self._header_bytes > self._limits.max_header_bytes:
                 self._over_header_limit(data)
                 return
-        super().data_received(data)
+            super().data_received(data)
         if self._phase != _IDLE and self._deadline is None and not self.transport.is_closing():
             self._arm()
 
@@ -186,14 +198,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._headers_done == done:
-            _throttled.note(
-                "header_bytes",
-                "request refused: headers over OSTEOGUARD_MAX_HEADER_BYTES",
-                max_header_bytes=self._limits.max_header_bytes,
-            )
-            self._close_with(_TOO_LARGE)
+            self._too_large()
             return
         self.data_received(data[fits:])  # the headers ended in time; the count restarted there
+
+    def _too_large(self) -> None:
+        if self.transport.is_closing():
+            return
+        _throttled.note(
+            "header_bytes",
+            "request refused: headers (or chunk framing and trailers) over OSTEOGUARD_MAX_HEADER_BYTES",
+            max_header_bytes=self._limits.max_header_bytes,
+        )
+        self._cut(_TOO_LARGE)
 
     # -- deadlines ------------------------------------------------------------------------
     def _arm(self) -> None:
@@ -220,7 +237,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.keep_alive = False  # a response is on its way: close once it is out
             return
-        self._close_with(_HEADER_TIMEOUT)
+        self._cut(_HEADER_TIMEOUT)
 
     def _body_timeout(self) -> None:
         self._deadline = None
@@ -231,19 +248,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             "connection closed: request body not in within OSTEOGUARD_BODY_TIMEOUT_S",
             body_timeout_s=self._limits.body_timeout_s,
         )
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_started:
-            # The app is waiting for the rest of the body: it is told the client has gone
-            # (so it writes nothing), and the client gets the 408.
-            cycle.disconnected = True
-            cycle.message_event.set()
-            self._close_with(_BODY_TIMEOUT)
-        else:
-            self.transport.close()
+        self._cut(_BODY_TIMEOUT)
 
-    def _close_with(self, answer: bytes) -> None:
+    def _cut(self, answer: bytes) -> None:
+        """Answer, when that answer would be the only response to the request, and close."""
+        cycle = self.cycle
+        if self._phase == _BODY:  # the cycle is this request's
+            if cycle is not None and not cycle.response_started:
+                # The app is waiting for the rest of the body: it is told the client has gone
+                # (so it writes nothing), and the client gets the answer.
+                cycle.disconnected = True
+                cycle.message_event.set()
+                self.transport.write(answer)
+        elif cycle is None or cycle.response_complete:  # the cycle, if any, is a previous request's
+            self.transport.write(answer)
         self._phase = _IDLE
-        self.transport.write(answer)
         self.transport.close()
 
     # -- parser callbacks -----------------------------------------------------------------
@@ -254,10 +273,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._headers_done += 1
         self._header_bytes = 0
+        self._framing = 0
         self._phase = _BODY
         if self._deadline is not None:
             self._disarm()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._framing -= len(body)
+        if self._framing < 0:  # body that came in the read that ended the headers: not counted
+            self._framing = 0
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._phase = _IDLE

@@ -6,6 +6,7 @@ listening before the thread starts, so a connect never races the server's start-
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -19,7 +20,8 @@ from prometheus_client import REGISTRY
 from starlette.types import Receive, Scope, Send
 
 from service.http import server as server_module
-from service.http.server import ServerLimits, protocol_with
+from service.http.server import LimitedHttpToolsProtocol, ServerLimits, protocol_with
+from tests.conftest import make_settings
 
 LIMITS = ServerLimits(max_header_bytes=8 * 1024, header_timeout_s=0.3, body_timeout_s=0.3, max_connections=50)
 
@@ -28,6 +30,8 @@ async def echo_length(scope: Scope, receive: Receive, send: Send) -> None:
     """A minimal ASGI app: reads the whole body and answers its length."""
     if scope["type"] != "http":
         return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.6)  # an app that takes longer than the header deadline
     size = 0
     while True:
         message = await receive()
@@ -222,6 +226,25 @@ def test_a_kept_alive_connection_trickling_its_next_request_is_cut_at_the_header
         assert answer.startswith(b"HTTP/1.1 408 ") and 0.25 <= elapsed < 1.0
 
 
+def test_a_next_request_trickled_during_a_response_closes_the_connection_after_that_response(
+    server: Running,
+) -> None:
+    with server.connect() as sock:
+        # A pipelined request whose headers never end, while the first is still in the app:
+        # the first still gets its answer, then the connection is closed (no 408 after it).
+        sock.sendall(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhiGET / HTTP/1.1\r\nx-a: ")
+        status, headers, body = read_response(sock)
+        assert (status, body) == (200, b"2") and headers["connection"] == "close"
+        assert closed(sock)
+
+
+def test_limits_come_from_the_settings_by_default() -> None:
+    settings = make_settings(max_header_bytes=4096, header_timeout_s=1.5, body_timeout_s=7, max_connections=9)
+    assert ServerLimits.from_settings(settings) == ServerLimits(4096, 1.5, 7, 9)
+    assert LimitedHttpToolsProtocol.limits is None  # read at each worker's first connection
+    assert protocol_with(LIMITS).limits == LIMITS
+
+
 @pytest.fixture
 def slow_header_server(fresh_log: None) -> Iterator[Running]:
     yield from serve(replace(LIMITS, header_timeout_s=5))
@@ -265,3 +288,26 @@ def test_beyond_the_connection_cap_a_new_connection_is_refused_while_existing_on
     assert cut_offs("connections") == before + 2
     lines = [r for r in caplog.records if getattr(r, "limit", None) == "connections"]
     assert len(lines) == 1  # throttled: one line for a burst of refusals
+
+
+def test_chunk_trailers_over_the_header_limit_are_not_buffered(slow_header_server: Running) -> None:
+    # httptools buffers trailers like headers: a 48 MB trailer grew the RSS by 50 MB.
+    sent = 0
+    with slow_header_server.connect() as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-t: "
+        )
+        with pytest.raises(OSError):  # noqa: PT012 - the send loop is what is refused
+            while sent < 100_000_000:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+    assert sent < 16_000_000
+
+
+def test_a_chunked_body_in_small_chunks_is_served(slow_header_server: Running) -> None:
+    with slow_header_server.connect() as sock:
+        chunks = b"".join(b"%x\r\n%s\r\n" % (1000, b"c" * 1000) for _ in range(200))
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+        )
+        assert read_response(sock)[::2] == (200, b"200000")
