@@ -120,6 +120,9 @@ class _Throttled:
 _throttled = _Throttled()
 
 
+_Base = HttpToolsProtocol  # called directly in the per-request callbacks: super() costs more
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the limits of the module docstring.
 
@@ -175,7 +178,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # like headers: they count against the same limit (checked once parsed, so at
             # most one read past it).
             self._framing += len(data)
-            super().data_received(data)
+            _Base.data_received(self, data)
             if self._framing > self._limits.max_header_bytes and self._phase == _BODY:
                 self._too_large()
                 return
@@ -185,7 +188,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self._header_bytes > self._limits.max_header_bytes:
                 self._over_header_limit(data)
                 return
-            super().data_received(data)
+            _Base.data_received(self, data)
         if self._phase != _IDLE and self._deadline is None and not self.transport.is_closing():
             self._arm()
 
@@ -267,8 +270,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- parser callbacks -----------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self._phase = _HEADERS
-        super().on_message_begin()
+        self._phase = _HEADERS  # (also a pipelined request that begins mid-read)
+        _Base.on_message_begin(self)
 
     def on_headers_complete(self) -> None:
         self._headers_done += 1
@@ -277,19 +280,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = _BODY
         if self._deadline is not None:
             self._disarm()
-        super().on_headers_complete()
+        _Base.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         self._framing -= len(body)
         if self._framing < 0:  # body that came in the read that ended the headers: not counted
             self._framing = 0
-        super().on_body(body)
+        _Base.on_body(self, body)
 
     def on_message_complete(self) -> None:
         self._phase = _IDLE
         if self._deadline is not None:
             self._disarm()
-        super().on_message_complete()
+        _Base.on_message_complete(self)
 
 
 def protocol_with(limits: ServerLimits) -> type[LimitedHttpToolsProtocol]:
