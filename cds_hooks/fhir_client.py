@@ -4,8 +4,10 @@ Every missing key is queried concurrently with the same template the service dec
 discovery, with ``Authorization: Bearer <fhirAuthorization.access_token>``. Search results
 are followed through their ``next`` links up to :data:`MAX_PAGES`; a result that cannot be had
 completely is a failure, never a partial answer. One deadline bounds all queries of a request
-(``OSTEOGUARD_FHIR_TIMEOUT_S``). Failures are reported per key with a reason that never
-contains the token or a response body.
+(``OSTEOGUARD_FHIR_TIMEOUT_S``), and one byte budget bounds everything read for it
+(``OSTEOGUARD_FHIR_MAX_BYTES``: every page of every key, counted decoded as the bodies stream
+in; a body past it is cut off and its connection dropped). Failures are reported per key with
+a reason that never contains the token or a response body.
 
 What answered is not told: a closed port, a timeout, a live web server and an HTTP error all
 give the same reason (:data:`NO_USABLE_ANSWER`; the detail goes to the log), so ``fhirServer``
@@ -30,6 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from cds_hooks.bodies import ByteBudget, TooLarge, read_within
 from cds_hooks.urls import is_loopback
 
 NO_USABLE_ANSWER = "the FHIR server gave no usable answer"
@@ -37,6 +40,9 @@ NO_USABLE_ANSWER = "the FHIR server gave no usable answer"
 log = logging.getLogger("osteoguard.fhir")
 
 MAX_PAGES = 10
+# All FHIR bodies of one call, decoded. A searchset entry of one Observation is about 1-2 kB,
+# so this holds thousands of results per call; a realistic patient's bundles are tens of kB.
+FHIR_MAX_BYTES = 8 * 1024 * 1024
 FHIR_JSON = "application/fhir+json"
 
 
@@ -119,6 +125,8 @@ class FhirFetcher:
         max_pages: int = MAX_PAGES,
         on_outcome: Callable[[str, bool], None] | None = None,
         listed: frozenset[str] = frozenset(),
+        max_bytes: int = FHIR_MAX_BYTES,
+        on_too_large: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.budget_s = budget_s
@@ -127,6 +135,9 @@ class FhirFetcher:
         self.on_outcome = on_outcome
         # fhirServer base URLs that may be on loopback or private addresses (settings).
         self.listed = listed
+        # Bytes all bodies of one call may take; told once per call that ran over it (a metric).
+        self.max_bytes = max_bytes
+        self.on_too_large = on_too_large
 
     def deadline(self) -> float:
         """The monotonic time by which every fetch of one request must be done."""
@@ -139,7 +150,10 @@ class FhirFetcher:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return {}, [FetchFailed(key, "no time left in the FHIR fetch budget") for key in queries]
-        tasks = {key: asyncio.ensure_future(self._one(server, key, path)) for key, path in queries.items()}
+        budget = ByteBudget(self.max_bytes)  # shared: the cap is per call, not per key or page
+        tasks = {
+            key: asyncio.ensure_future(self._one(server, key, path, budget)) for key, path in queries.items()
+        }
         done, pending = await asyncio.wait(tasks.values(), timeout=remaining)
         for task in pending:
             task.cancel()
@@ -163,12 +177,20 @@ class FhirFetcher:
                 results[key] = task.result()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        if budget.remaining < 0 and self.on_too_large is not None:
+            self.on_too_large()
         return results, failures
 
-    async def _get(self, server: FhirServer, key: str, url: str) -> dict[str, Any]:
+    async def _get(self, server: FhirServer, key: str, url: str, budget: ByteBudget) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            response = await self.client.get(url, headers=server.headers)
+            async with self.client.stream("GET", url, headers=server.headers) as response:
+                # Only a 200's body is read: any other status is unusable whatever it says.
+                content = await read_within(response, budget) if response.status_code == 200 else b""
+        except TooLarge as exc:
+            budget.spend_all()  # the call is a 412 now: its other keys stop reading too
+            log.warning("FHIR answer unusable", extra={"key": key, "problem": f"too large ({exc})"})
+            raise FetchFailed(key, NO_USABLE_ANSWER) from exc
         except httpx.HTTPError as exc:
             log.warning("FHIR fetch failed", extra={"key": key, "error": type(exc).__name__})
             raise FetchFailed(key, NO_USABLE_ANSWER) from exc
@@ -188,7 +210,7 @@ class FhirFetcher:
             problem = f"HTTP {response.status_code}"
         else:
             try:
-                body = orjson.loads(response.content)
+                body = orjson.loads(content)
             except orjson.JSONDecodeError:
                 problem = "not JSON"
         if problem is None and (not isinstance(body, dict) or not isinstance(body.get("resourceType"), str)):
@@ -201,9 +223,9 @@ class FhirFetcher:
         result: dict[str, Any] = body
         return result
 
-    async def _one(self, server: FhirServer, key: str, path: str) -> dict[str, Any]:
+    async def _one(self, server: FhirServer, key: str, path: str, budget: ByteBudget) -> dict[str, Any]:
         url = f"{server.base}/{path.lstrip('/')}"
-        first = await self._get(server, key, url)
+        first = await self._get(server, key, url, budget)
         is_search = "?" in path
         if not is_search:
             expected = path.split("/", 1)[0]
@@ -221,7 +243,7 @@ class FhirFetcher:
                 raise FetchFailed(key, f"more than {self.max_pages} pages of results")
             if not server.owns(next_url):
                 raise FetchFailed(key, "a next link points away from the FHIR server")
-            page = await self._get(server, key, next_url)
+            page = await self._get(server, key, next_url, budget)
             if page["resourceType"] != "Bundle":
                 raise FetchFailed(key, "a next page is not a Bundle")
             entries.extend(_entries(page))

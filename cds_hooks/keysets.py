@@ -22,15 +22,12 @@ import httpx
 import jwt
 from jwt import PyJWK
 
+from cds_hooks.bodies import ByteBudget, TooLarge, read_within
 from cds_hooks.errors import AuthError
 
 REFETCH_INTERVAL_S = 60.0
 JWKS_DEADLINE_S = 2.0  # the whole fetch: connect, headers, body
 JWKS_MAX_BYTES = 256 * 1024  # a JWK Set of a few keys is a few kB
-
-
-class JwksTooLarge(Exception):
-    pass
 
 
 @dataclass
@@ -109,7 +106,7 @@ class KeyStore:
                 body = await self._body(url)
             keys, without_kid = _parse_jwks(json.loads(body))
             keyset = _KeySet(keys, self.clock(), without_kid)
-        except (httpx.HTTPError, json.JSONDecodeError, ValueError, TimeoutError, JwksTooLarge) as exc:
+        except (httpx.HTTPError, json.JSONDecodeError, ValueError, TimeoutError, TooLarge) as exc:
             # Fail closed, and remember the failure so a flood of tokens does not flood the EHR.
             self._sets.setdefault(url, _KeySet()).fetched_at = self.clock()
             raise AuthError(f"JWK Set could not be fetched ({type(exc).__name__})") from exc
@@ -117,20 +114,12 @@ class KeyStore:
         return keyset
 
     async def _body(self, url: str) -> bytes:
-        """The body at ``url``, counted as it streams; JwksTooLarge past :attr:`max_bytes`."""
+        """The body at ``url``, counted as it streams; TooLarge past :attr:`max_bytes`."""
         timeout = httpx.Timeout(self.deadline_s)
         async with self.http.stream(
             "GET", url, timeout=timeout, headers={"Accept": "application/json"}
         ) as response:
             response.raise_for_status()
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                raise JwksTooLarge
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():  # decoded: a gzip bomb counts in full
-                size += len(chunk)
-                if size > self.max_bytes:
-                    raise JwksTooLarge
-                chunks.append(chunk)
-        return b"".join(chunks)
+            return await read_within(
+                response, ByteBudget(self.max_bytes)
+            )  # decoded: a gzip bomb counts in full

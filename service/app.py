@@ -25,7 +25,13 @@ from service.http.edge import Edge
 from service.http.routes import ops_router, router
 from service.http.ruledocs import docs_router
 from service.logs import configure_logging, quiet_libraries
-from service.metrics import RULESET, count_fhir_fetch, count_not_offered, count_withheld
+from service.metrics import (
+    RULESET,
+    count_fhir_fetch,
+    count_fhir_too_large,
+    count_not_offered,
+    count_withheld,
+)
 from service.pipeline.record import Recorder
 from service.pipeline.registry import Registry, utc_now
 from service.pipeline.services import SERVICES
@@ -168,6 +174,8 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
                 settings.fhir_timeout_s,
                 on_outcome=count_fhir_fetch,
                 listed=settings.fhir_private_server_set,
+                max_bytes=settings.fhir_max_bytes,
+                on_too_large=count_fhir_too_large,
             ),
             recorder=Recorder(store, now, audit, snoozes, on_withheld=count_withheld),
             docs_base=pages,

@@ -74,6 +74,10 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        # httptools with our limits (header bytes, header/body deadlines, connections); a
+        # string, so each worker process imports it. No WebSockets: nothing here speaks them.
+        http="service.http.server:LimitedHttpToolsProtocol",
+        ws="none",
         log_level=settings.log_level,
         log_config=None,
         server_header=False,
@@ -151,7 +155,9 @@ async def _call_with_fhir(
     settings = get_settings()
     budget = settings.fhir_timeout_s
     async with new_http_client(budget) as http:
-        registry.fetcher = FhirFetcher(http, budget, listed=settings.fhir_private_server_set)
+        registry.fetcher = FhirFetcher(
+            http, budget, listed=settings.fhir_private_server_set, max_bytes=settings.fhir_max_bytes
+        )
         return await registry.call(service_id, payload, observe=observe)
 
 

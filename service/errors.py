@@ -14,6 +14,10 @@ Exception tree (status, stable code in the OperationOutcome)::
     │   └── UnknownCard           404  OG-404-CARD     feedback names a card never issued
     ├── PrefetchUnavailable       412  OG-412          needed data neither prefetched nor fetchable
     ├── StoreUnavailable          503  OG-503-STORE    the audit/feedback store cannot be used now
+    ├── ConnectionLimit           503  OG-LIMIT        the HTTP server cut a connection off
+    │   ├── HeaderFieldsTooLarge  431  OG-431          request line and headers over the limit
+    │   ├── RequestTimeout        408  OG-408          headers or body not in within the deadline
+    │   └── TooManyConnections    503  OG-503-CONN     the worker holds its most connections
     ├── EngineError               500  OG-500-ENGINE   durable_rules failed; evaluation abandoned
     └── ConfigurationError        —    OG-CONFIG       bad configuration: start-up refuses, exit 2
         ├── TrustedClientsError   —    OG-CLIENTS      the trusted-clients file is missing or broken
@@ -49,14 +53,18 @@ __all__ = [
     "AuthError",
     "BodyTooLarge",
     "ConfigurationError",
+    "ConnectionLimit",
     "EngineError",
+    "HeaderFieldsTooLarge",
     "InvalidJson",
     "MethodNotAllowed",
     "PrefetchUnavailable",
     "RequestError",
+    "RequestTimeout",
     "RuleSetError",
     "ServiceError",
     "StoreUnavailable",
+    "TooManyConnections",
     "TrustedClientsError",
     "UnknownCard",
     "UnknownService",
@@ -71,6 +79,36 @@ class StoreUnavailable(ServiceError):
     status_code = 503
     issue_code = "transient"
     error_code = "OG-503-STORE"
+
+
+class ConnectionLimit(ServiceError):
+    """The HTTP server (:mod:`service.http.server`) cut a connection off at a resource limit.
+
+    Never raised: the server writes :func:`operation_outcome` of one of these, pre-rendered,
+    before the request reaches the app, and closes the connection.
+    """
+
+    status_code = 503
+    issue_code = "too-costly"
+    error_code = "OG-LIMIT"
+
+
+class HeaderFieldsTooLarge(ConnectionLimit):
+    status_code = 431
+    issue_code = "too-costly"
+    error_code = "OG-431"
+
+
+class RequestTimeout(ConnectionLimit):
+    status_code = 408
+    issue_code = "timeout"
+    error_code = "OG-408"
+
+
+class TooManyConnections(ConnectionLimit):
+    status_code = 503
+    issue_code = "transient"
+    error_code = "OG-503-CONN"
 
 
 class EngineError(ServiceError):

@@ -47,6 +47,11 @@ CARDS_WITHHELD = Counter(
 CORS_REFUSED = Counter(
     "osteoguard_cors_preflight_refused_total", "CORS preflights refused: origin not allowed", ["endpoint"]
 )
+LIMITS = Counter(
+    "osteoguard_limits_total",
+    "Connections, requests and FHIR calls cut off by a resource limit (docs/security.md)",
+    ["limit"],
+)
 RULESET = Info("osteoguard_ruleset", "The rule set being served")
 RULESET_RELOADS = Counter("osteoguard_ruleset_reloads_total", "Rule-set reload attempts", ["outcome"])
 
@@ -82,6 +87,17 @@ def count_not_offered(rule_id: str, reason: str) -> None:
 def count_withheld(rule_id: str, disposition: str) -> None:
     """Count one card not shown: ``silent`` or ``suppressed``."""
     CARDS_WITHHELD.labels(rule_id, disposition).inc()
+
+
+def count_limit(limit: str) -> None:
+    """Count one cut-off: ``header_bytes``, ``header_timeout``, ``body_timeout``,
+    ``connections`` or ``fhir_bytes``."""
+    LIMITS.labels(limit).inc()
+
+
+def count_fhir_too_large() -> None:
+    """Count one call whose FHIR answers ran over ``OSTEOGUARD_FHIR_MAX_BYTES``."""
+    count_limit("fhir_bytes")
 
 
 def count_fhir_fetch(key: str, ok: bool) -> None:

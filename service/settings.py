@@ -18,6 +18,9 @@ from cds_hooks.errors import ConfigurationError, TrustedClientsError
 
 PACKAGED_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+# A CDS Hooks call carries a JWT of a few kB in Authorization; 32 KiB leaves room for proxies'
+# headers and is what a request of ours can never need more than.
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # Settings whose value is never echoed in an error message (it may hold a password or a key).
 _SECRET = frozenset({"database_url", "patient_hash_key"})
@@ -60,6 +63,16 @@ class Settings(BaseSettings):
     # in all (connect, headers and body; not per read).
     jwks_max_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     jwks_deadline_s: float = Field(default=2.0, gt=0, le=30)
+    # Everything one call reads from its FHIR server in fallback (all keys and pages, decoded;
+    # cds_hooks.fhir_client.FHIR_MAX_BYTES says why 8 MiB).
+    fhir_max_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    # The HTTP server (service/http/server.py), per worker: request line and headers of one
+    # request; seconds from a request's first byte (or from accept) until its headers are in;
+    # seconds from then until its whole body is in; connections held at once.
+    max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, ge=1024, le=1024 * 1024)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    max_connections: int = Field(default=1000, ge=1, le=100_000)
 
     @field_validator("fhir_private_servers")
     @classmethod

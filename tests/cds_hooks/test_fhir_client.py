@@ -6,6 +6,7 @@ import asyncio
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -15,9 +16,10 @@ import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from cds_hooks.fhir_client import FetchFailed, FhirFetcher, server_from_request
+from cds_hooks.fhir_client import FHIR_JSON, NO_USABLE_ANSWER, FetchFailed, FhirFetcher, server_from_request
 from service.app import create_app
 from tests.builders import bundle, obs, order_sign, patient, patient_view
+from tests.cds_hooks.test_keysets import RawServer
 from tests.conftest import make_settings
 
 BASE = "https://ehr.example.org/fhir"
@@ -372,3 +374,107 @@ def test_patient_read_must_return_a_patient(client: TestClient) -> None:
     respx.get(f"{BASE}/Patient/fc-11").mock(return_value=httpx.Response(200, json=bundle(patient("fc-11"))))
     result = client.post(SIGN, json=with_fhir_server(order_sign("fc-11"), ("patient",)))
     assert result.status_code == 412 and "not a Patient" in result.json()["issue"][0]["details"]["text"]
+
+
+# ---- the byte cap (OSTEOGUARD_FHIR_MAX_BYTES) -----------------------------------------------
+def endless_bundle_server() -> RawServer:
+    """A FHIR server on 127.0.0.1 that answers a 200 without content-length and then streams a
+    Bundle of up to 100 MB until the connection closes."""
+    piece = b'{"resource": {"resourceType": "Observation", "id": "x"}},' * 1000
+
+    def serve(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\nconnection: close\r\n\r\n")
+        conn.sendall(b'{"resourceType": "Bundle", "type": "searchset", "entry": [')
+        while server.sent < 100_000_000 and not stop.is_set():
+            conn.sendall(piece)
+            server.sent += len(piece)
+
+    server = RawServer(serve)
+    return server
+
+
+def capped_fetch(
+    http: httpx.AsyncClient, base: str, queries: dict[str, str], max_bytes: int
+) -> tuple[dict[str, Any], list[FetchFailed], list[str]]:
+    too_large: list[str] = []
+    fetcher = FhirFetcher(
+        http,
+        budget_s=5,
+        max_bytes=max_bytes,
+        listed=frozenset({base}),
+        on_too_large=lambda: too_large.append("x"),
+    )
+
+    async def scenario() -> tuple[dict[str, Any], list[FetchFailed]]:
+        async with http:
+            return await fetcher.fetch(
+                server_from_request(base, None, frozenset({base})), queries, fetcher.deadline()
+            )
+
+    results, failures = asyncio.run(scenario())
+    return results, failures, too_large
+
+
+def test_an_endless_fhir_body_without_a_length_is_cut_at_the_byte_cap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = endless_bundle_server()
+    base = server.url.rsplit("/", 1)[0]
+    started = time.monotonic()
+    try:
+        _, failures, too_large = capped_fetch(
+            httpx.AsyncClient(trust_env=False), base, {"estradiol": "Observation?code=x"}, 256 * 1024
+        )
+    finally:
+        server.close()
+    assert time.monotonic() - started < 2
+    assert [(f.key, f.reason) for f in failures] == [("estradiol", NO_USABLE_ANSWER)]
+    assert server.sent < 20_000_000  # we hung up: the 100 MB were never all sent
+    assert too_large == ["x"]  # counted once for the call (osteoguard_limits_total{limit="fhir_bytes"})
+    assert any("too large" in str(getattr(r, "problem", "")) for r in caplog.records)
+
+
+@respx.mock
+def test_a_declared_content_length_over_the_cap_is_refused_before_reading(client: TestClient) -> None:
+    huge = httpx.Response(
+        200, headers={"content-length": str(100 * 1024 * 1024), "content-type": FHIR_JSON}, stream=NeverRead()
+    )
+    respx.get(url__startswith=f"{BASE}/Observation").mock(return_value=huge)
+    result = client.post(SIGN, json=with_fhir_server(order_sign("fc-cap"), ("vitaminD",)))
+    assert result.status_code == 412
+    issue = result.json()["issue"][0]
+    assert issue["expression"] == ["prefetch.vitaminD"]
+    assert NO_USABLE_ANSWER in issue["details"]["text"]
+
+
+@respx.mock
+def test_the_byte_cap_counts_every_page_of_a_call_together() -> None:
+    # Each page is well under the cap; the three pages together are not.
+    filler = [
+        {"resource": {"resourceType": "Observation", "id": f"o{i}", "note": "x" * 1000}} for i in range(40)
+    ]
+    pages = []
+    for n in (1, 2, 3):
+        page: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "entry": filler}
+        if n < 3:
+            page["link"] = [{"relation": "next", "url": f"{BASE}/Observation?page={n + 1}"}]
+        pages.append(page)
+    respx.get(f"{BASE}/Observation?page=2").mock(return_value=httpx.Response(200, json=pages[1]))
+    respx.get(f"{BASE}/Observation?page=3").mock(return_value=httpx.Response(200, json=pages[2]))
+    respx.get(f"{BASE}/Observation?code=x").mock(return_value=httpx.Response(200, json=pages[0]))
+    size = len(httpx.Response(200, json=pages[0]).content)
+    assert 2 * size < 100 * 1024 < 3 * size
+    results, failures, too_large = capped_fetch(
+        httpx.AsyncClient(), BASE, {"k": "Observation?code=x"}, 100 * 1024
+    )
+    assert results == {} and [f.reason for f in failures] == [NO_USABLE_ANSWER] and too_large == ["x"]
+    _, failures, _ = capped_fetch(httpx.AsyncClient(), BASE, {"k": "Observation?code=x"}, 4 * size)
+    assert failures == []  # the same pages within a larger cap are read whole
+
+
+class NeverRead(httpx.AsyncByteStream):
+    """A body that fails the test if anyone reads it."""
+
+    async def __aiter__(self) -> Any:
+        raise AssertionError("the body was read although its declared length is over the cap")
+        yield b""  # pragma: no cover

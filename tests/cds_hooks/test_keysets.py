@@ -112,7 +112,7 @@ def test_a_jwks_over_the_byte_cap_is_refused_before_it_is_all_read(declare_lengt
             store = KeyStore(http, max_bytes=256 * 1024)
             with pytest.raises(AuthError) as refused:
                 await fetch(store, server.url)
-            assert "JwksTooLarge" in refused.value.reason
+            assert "TooLarge" in refused.value.reason
 
     try:
         asyncio.run(scenario())

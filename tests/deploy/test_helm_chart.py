@@ -234,6 +234,12 @@ def test_ci_values_pass_the_schema() -> None:
         ({"database": {"url": "mysql://db/osteoguard"}}, "/database/url"),
         ({"logLevel": "verbose"}, "/logLevel"),
         ({"fhirTimeoutSeconds": 0}, "/fhirTimeoutSeconds"),
+        ({"limits": {"maxHeaderBytes": 100}}, "/limits/maxHeaderBytes"),
+        ({"limits": {"headerTimeoutSeconds": 0}}, "/limits/headerTimeoutSeconds"),
+        ({"limits": {"bodyTimeoutSeconds": "30s"}}, "/limits/bodyTimeoutSeconds"),
+        ({"limits": {"maxConnections": 0}}, "/limits/maxConnections"),
+        ({"limits": {"fhirMaxBytes": 1.5}}, "/limits/fhirMaxBytes"),
+        ({"limits": {"maxHeaderByte": 4096}}, "/limits"),
         ({"rules": {"existingConfigMapRules": ["baseline-dexa"]}}, "/rules/existingConfigMapRules/0"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"resources": {"requests": {"cpu": "a lot"}}}, "/resources/requests/cpu"),
@@ -470,6 +476,33 @@ def test_configuration_env_comes_from_values(render: Render) -> None:
     assert variables["OSTEOGUARD_PUBLIC_URL"] == "https://cds.example.org"
     assert variables["OSTEOGUARD_CORS_ORIGINS"] == "https://a.example.org,https://b.example.org"
     assert variables["OSTEOGUARD_RULES_DIR"] == "/etc/osteoguard/rules"
+
+
+def test_limits_env_has_the_service_defaults_and_comes_from_values(render: Render) -> None:
+    from service.settings import Settings
+
+    defaults = Settings()
+    variables = env(render({}))
+    assert variables["OSTEOGUARD_MAX_HEADER_BYTES"] == str(defaults.max_header_bytes)
+    assert float(variables["OSTEOGUARD_HEADER_TIMEOUT_S"]) == defaults.header_timeout_s
+    assert float(variables["OSTEOGUARD_BODY_TIMEOUT_S"]) == defaults.body_timeout_s
+    assert variables["OSTEOGUARD_MAX_CONNECTIONS"] == str(defaults.max_connections)
+    assert variables["OSTEOGUARD_FHIR_MAX_BYTES"] == str(defaults.fhir_max_bytes)
+    limits = {
+        "maxHeaderBytes": 65536,
+        "headerTimeoutSeconds": 5,
+        "bodyTimeoutSeconds": 12.5,
+        "maxConnections": 200,
+        "fhirMaxBytes": 16777216,
+    }
+    variables = env(render({"limits": limits}))
+    assert [variables[f"OSTEOGUARD_{name}"] for name in ("MAX_HEADER_BYTES", "HEADER_TIMEOUT_S")] == [
+        "65536",
+        "5",
+    ]
+    assert variables["OSTEOGUARD_BODY_TIMEOUT_S"] == "12.5"
+    assert variables["OSTEOGUARD_MAX_CONNECTIONS"] == "200"
+    assert variables["OSTEOGUARD_FHIR_MAX_BYTES"] == "16777216"
 
 
 def test_auth_is_jwt_by_default_with_the_trusted_clients_file(render: Render) -> None:

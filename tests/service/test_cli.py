@@ -184,6 +184,26 @@ def test_serve_with_a_bad_setting_value_is_exit_2_naming_it(
     assert err.count("\n") == 1 and "OSTEOGUARD_FHIR_TIMEOUT_S" in err
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OSTEOGUARD_MAX_HEADER_BYTES", "100"),
+        ("OSTEOGUARD_MAX_HEADER_BYTES", "lots"),
+        ("OSTEOGUARD_HEADER_TIMEOUT_S", "0"),
+        ("OSTEOGUARD_BODY_TIMEOUT_S", "-5"),
+        ("OSTEOGUARD_MAX_CONNECTIONS", "0"),
+        ("OSTEOGUARD_FHIR_MAX_BYTES", "10"),
+    ],
+)
+def test_serve_with_a_bad_limit_is_exit_2_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"osteoguard: {variable}=")
+
+
 def test_serve_with_a_listed_fhir_server_that_is_not_a_url_is_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

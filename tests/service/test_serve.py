@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +23,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_serving(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], int, list[str]]:
+def start_serving(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], int, list[str]]:
     """`osteoguard serve` on a free loopback port, once its startup line is out (no sleeping)."""
     port = free_port()
     environment = {
@@ -31,7 +33,7 @@ def start_serving(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], in
         **env,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
         env=environment,
         stderr=subprocess.PIPE,
         text=True,
@@ -134,3 +136,34 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
             proc.kill()
     assert result.get("status") == 200
     assert "Application shutdown complete" in rest
+
+
+def listening(proc: subprocess.Popen[str], port: int) -> socket.socket:
+    """A connection to the server, once a worker listens (with workers, the parent's "running"
+    line comes before any worker listens); between tries, wait on the server's own output."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=20)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise
+            if select.select([proc.stderr], [], [], 0.05)[0]:
+                proc.stderr.readline()
+
+
+def test_serve_runs_the_limited_protocol_in_every_worker(tmp_path: Path) -> None:
+    # Two workers import the protocol class by name: each answers an oversized header with
+    # 431 (plain uvicorn would read it whole) and still serves normal calls.
+    proc, port, _ = start_serving(tmp_path, "--workers", "2", OSTEOGUARD_MAX_HEADER_BYTES="4096")
+    try:
+        for _ in range(4):  # the kernel spreads connections over the workers
+            with listening(proc, port) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 5000)
+                assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
+            with httpx.Client(timeout=20, trust_env=False) as http:
+                assert http.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
