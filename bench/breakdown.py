@@ -1,6 +1,7 @@
 """Where the time of one typical hook call goes, measured in-process (no HTTP, no load).
 
-    .venv/bin/python bench/breakdown.py
+    .venv/bin/python bench/breakdown.py                      # typical request, whole apps and steps
+    .venv/bin/python bench/breakdown.py --kind large --steps  # the pipeline's steps only
 
 Each part runs alone in a loop; the figure is the lowest of seven medians, because this kind
 of machine has slow phases. Inside a loaded server every part takes longer (colder caches),
@@ -10,6 +11,7 @@ JWT verification is measured by bench/jwt_verify.py.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -97,11 +99,15 @@ def asgi_call(app: Any, body: bytes) -> Callable[[], Awaitable[None]]:
 
 
 async def steps(registry: Registry, service_id: str, body: bytes) -> list[tuple[str, float]]:
-    """Each step of the service's own pipeline (service.pipeline.registry), timed alone."""
+    """Each step of the service's own pipeline (service.pipeline.registry), timed alone.
+
+    A step that needs a fresh call is timed with it, and the fresh call's own time taken off.
+    """
     service = registry.look_up(service_id)
+    parsed = orjson.loads(body)  # the steps read the payload, never change it
 
     def fresh() -> Call:
-        return registry.validate(service, orjson.loads(body))
+        return registry.validate(service, parsed)
 
     call = fresh()
     assert await registry.about_anastrozole(call)
@@ -120,21 +126,38 @@ async def steps(registry: Registry, service_id: str, body: bytes) -> list[tuple[
     async def record() -> None:
         await registry.record(call, list(cards))
 
-    return [
+    async def whole() -> None:
+        await registry.call(service_id, orjson.loads(body))
+
+    validate = measure(fresh)
+    rows = [
         ("  JSON parsing (orjson)", measure(lambda: orjson.loads(body))),
-        ("  validate", measure(fresh)),
-        ("  about anastrozole", await measure_async(about)),
+        ("  validate", validate),
+        ("  about anastrozole", await measure_async(about) - validate),
         ("  gather (prefetch)", await measure_async(gather)),
-        ("  facts from FHIR", measure(lambda: registry.derive_facts(fresh(), patient)) - measure(fresh)),
+        ("  facts from FHIR", measure(lambda: registry.derive_facts(call, patient))),
         ("  the rules (durable_rules)", measure(lambda: registry.evaluate(call, facts))),
         ("  the card", measure(lambda: registry.build_cards(call, facts, firings))),
         ("  record (snoozes, audit queue)", await measure_async(record)),
         ("  response serialisation", measure(lambda: orjson.dumps(to_json_dict(response)))),
     ]
+    return [
+        ("pipeline: parse, registry.call", await measure_async(whole)),
+        *rows,
+        ("  sum of the steps", sum(micros for _, micros in rows)),
+    ]
 
 
 async def main() -> None:
-    body = payload("typical")
+    global ROUNDS, CALLS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kind", choices=("typical", "large"), default="typical")
+    parser.add_argument("--steps", action="store_true", help="only the pipeline's steps, not the apps")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--calls", type=int, default=CALLS)
+    args = parser.parse_args()
+    ROUNDS, CALLS = args.rounds, args.calls
+    body = payload(args.kind)
     rows: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(
@@ -142,8 +165,9 @@ async def main() -> None:
         )
         async with app.router.lifespan_context(app):
             registry = app.state.registry
-            rows.append(("the floor's whole app", await measure_async(asgi_call(floor_app, body))))
-            rows.append(("Osteoguard's whole app, auth off", await measure_async(asgi_call(app, body))))
+            if not args.steps:
+                rows.append(("the floor's whole app", await measure_async(asgi_call(floor_app, body))))
+                rows.append(("Osteoguard's whole app, auth off", await measure_async(asgi_call(app, body))))
             rows.extend(await steps(registry, "anastrozole-bone-order-select", body))
             assert registry.audit is not None
             await registry.audit.flush()
