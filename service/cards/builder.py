@@ -15,13 +15,13 @@ Two safety invariants are enforced here, in code, whatever the rule files say:
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
+from cds_hooks.uuids import uuid4_str
 from cds_hooks.vocabulary import Indicator
 from service.cards.drafts import hold, is_valid_fhir, lower_weekly_dose
 from service.cards.repair import first_problem
@@ -78,7 +78,7 @@ class CardBuilder:
         self,
         ruleset: RuleSet,
         today: date,
-        new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        new_uuid: Callable[[], str] = uuid4_str,
         *,
         docs_base: str,
         on_not_offered: Callable[[str, str], None] | None = None,

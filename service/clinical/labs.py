@@ -100,7 +100,7 @@ def read(record: PatientRecord, name: str) -> LabResult:
 def _read(record: PatientRecord, name: str) -> LabResult:
     target, divisors = record.rs.units[name]
     lowered = {k.lower(): v for k, v in divisors.items()}
-    usable: list[Reading] = []
+    usable: list[tuple[FhirDate, dict[str, Any], float, Quantity]] = []
     unread: list[tuple[FhirDate, dict[str, Any]]] = []
     low, high = PLAUSIBLE
     for when, res in record.observations(name):
@@ -117,14 +117,21 @@ def _read(record: PatientRecord, name: str) -> LabResult:
         if not _exact_value(value, low, high):
             unread.append((when, res))
             continue
-        usable.append(Reading(when, res, value, q, target, _rank(record, name, res)))
+        usable.append((when, res, value, q))
     if not usable:
         return LabResult(None, 0, unread[-1] if unread else None)
     # Latest instant first, then the better-ranked result, then the lower value. Only between
     # results equal in all of these (the same decision either way) does the reference pick
-    # which one the card cites, so the answer never depends on bundle order.
-    latest = max(usable, key=lambda r: (r.when.day, r.when.stamp, r.rank, -r.value, r.source))
-    newer = [u for u in unread if (u[0].day, u[0].stamp) > (latest.when.day, latest.when.stamp)]
+    # which one the card cites, so the answer never depends on bundle order. Only the results
+    # at the latest instant are ranked: a long history is read for its count, not ranked.
+    instant = max((u[0].day, u[0].stamp) for u in usable)
+    tied = [
+        Reading(when, res, value, q, target, _rank(record, name, res))
+        for when, res, value, q in usable
+        if (when.day, when.stamp) == instant
+    ]
+    latest = max(tied, key=lambda r: (r.rank, -r.value, r.source))
+    newer = [u for u in unread if (u[0].day, u[0].stamp) > instant]
     return LabResult(latest, len(usable), newer[-1] if newer else None)
 
 
