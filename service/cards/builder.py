@@ -89,6 +89,7 @@ class CardBuilder:
         self.docs_base = docs_base  # where the rule documentation pages are served
         self.new_uuid = new_uuid
         self._draft_valid: dict[int, bool] = {}
+        self._values: dict[tuple[int, bool], Any] = {}  # the facts' template namespaces
 
     def _orders_anastrozole(self, suggestion: Suggestion) -> bool:
         return any(
@@ -156,10 +157,15 @@ class CardBuilder:
         drafts: list[dict[str, Any]],
         on_testosterone: bool,
     ) -> Card:
-        summary = " ".join(render(variant.summary, template_values(rule, self.rs, firing.matched)).split())
+        matched, cache = firing.matched, self._values
+        summary = " ".join(
+            render(variant.summary, template_values(rule, self.rs, matched, cache=cache)).split()
+        )
         if len(summary) > MAX_SUMMARY:
             summary = summary[: MAX_SUMMARY - 1].rstrip() + "…"
-        detail = render(variant.detail, template_values(rule, self.rs, firing.matched, markdown=True)).strip()
+        detail = render(
+            variant.detail, template_values(rule, self.rs, matched, markdown=True, cache=cache)
+        ).strip()
         suggestions = []
         not_offered: list[NotOffered] = []
         for template in variant.suggestions:
