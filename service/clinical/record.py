@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 from cds_hooks.fhir import belongs_to, text
-from service.clinical.fhir import FhirDate, clinical_date, codings, concept_matches
+from service.clinical.fhir import FhirDate, clinical_date, coded, concept_matches
 from service.ruleset.model import RuleSet
 
 Dated = tuple[FhirDate, dict[str, Any]]
@@ -120,8 +120,8 @@ class PatientRecord:
             if type(status) is not str or status not in allowed:
                 continue
             lists: tuple[str, ...] = ()
-            for system, code, _ in codings(res.get("code")):
-                found = index.get((system, code))
+            for pair in coded(res.get("code")):
+                found = index.get(pair)
                 if found:
                     lists += found
             if not lists or not belongs_to(res, patient_id):
