@@ -62,10 +62,6 @@ def mentions(texts: Iterable[str], words: Iterable[str]) -> bool:
     )
 
 
-def _exact_value(value: float, low: float, high: float) -> bool:
-    return low < value <= high
-
-
 def assay_rank(record: PatientRecord, resource: dict[str, Any]) -> int:
     """How an estradiol result was measured, from its method (text/display) or its code."""
     terms = record.rs.terms
@@ -114,7 +110,7 @@ def _read(record: PatientRecord, name: str) -> LabResult:
             unread.append((when, res))  # skipped as a value, never an error
             continue
         value = round(q.value / divisor, 6)
-        if not _exact_value(value, low, high):
+        if not low < value <= high:
             unread.append((when, res))
             continue
         usable.append((when, res, value, q))

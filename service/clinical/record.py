@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 from cds_hooks.fhir import belongs_to, text
-from service.clinical.fhir import FhirDate, clinical_date, coded, concept_matches
+from service.clinical.fhir import FhirDate, clinical_date, coded, concept_matches, parse_date
 from service.ruleset.model import RuleSet
 
 Dated = tuple[FhirDate, dict[str, Any]]
@@ -126,7 +126,8 @@ class PatientRecord:
                     lists += found
             if not lists or not belongs_to(res, patient_id):
                 continue
-            when = clinical_date(res, *OBSERVATION_DATES)
+            # Most results carry effectiveDateTime; clinical_date tries it first as well.
+            when = parse_date(res.get("effectiveDateTime")) or clinical_date(res, *OBSERVATION_DATES)
             if when is None or when.day > today:
                 continue
             for name in set(lists) if len(lists) > 1 else lists:
