@@ -1,18 +1,17 @@
 """Where the time of one typical hook call goes, measured in-process (no HTTP, no load).
 
-    .venv/bin/python bench/breakdown.py
+    .venv/bin/python bench/breakdown.py                      # typical request, whole apps and steps
+    .venv/bin/python bench/breakdown.py --kind large --steps  # the pipeline's steps only
 
 Each part runs alone in a loop; the figure is the lowest of seven medians, because this kind
 of machine has slow phases. Inside a loaded server every part takes longer (colder caches),
 so the parts are for comparing with each other and with the floor's app, not for adding up.
-"the pipeline" is the registry's whole call without HTTP; the whole app less the pipeline is
-what the ASGI layers, routing, the access line and the audit writer's thread add. The app
-logs as it does when served (level info), to /dev/null. JWT verification is measured by
-bench/jwt_verify.py.
+JWT verification is measured by bench/jwt_verify.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -102,11 +101,15 @@ def asgi_call(app: Any, body: bytes) -> Callable[[], Awaitable[None]]:
 
 
 async def steps(registry: Registry, service_id: str, body: bytes) -> list[tuple[str, float]]:
-    """Each step of the service's own pipeline (service.pipeline.registry), timed alone."""
+    """Each step of the service's own pipeline (service.pipeline.registry), timed alone.
+
+    A step that needs a fresh call is timed with it, and the fresh call's own time taken off.
+    """
     service = registry.look_up(service_id)
+    parsed = orjson.loads(body)  # the steps read the payload, never change it
 
     def fresh() -> Call:
-        return registry.validate(service, orjson.loads(body))
+        return registry.validate(service, parsed)
 
     call = fresh()
     assert await registry.about_anastrozole(call)
@@ -125,50 +128,58 @@ async def steps(registry: Registry, service_id: str, body: bytes) -> list[tuple[
     async def record() -> None:
         await registry.record(call, list(cards))
 
-    async def pipeline() -> None:
+    async def whole() -> None:
         await registry.call(service_id, orjson.loads(body))
 
-    return [
-        ("the pipeline (registry.call, no HTTP)", await measure_async(pipeline)),
+    validate = measure(fresh)
+    rows = [
         ("  JSON parsing (orjson)", measure(lambda: orjson.loads(body))),
-        ("  validate", measure(fresh)),
-        ("  about anastrozole", await measure_async(about)),
+        ("  validate", validate),
+        ("  about anastrozole", await measure_async(about) - validate),
         ("  gather (prefetch)", await measure_async(gather)),
-        ("  facts from FHIR", measure(lambda: registry.derive_facts(fresh(), patient)) - measure(fresh)),
+        ("  facts from FHIR", measure(lambda: registry.derive_facts(call, patient))),
         ("  the rules (durable_rules)", measure(lambda: registry.evaluate(call, facts))),
         ("  the card", measure(lambda: registry.build_cards(call, facts, firings))),
         ("  record (snoozes, audit queue)", await measure_async(record)),
         ("  response serialisation", measure(lambda: orjson.dumps(to_json_dict(response)))),
     ]
+    return [
+        ("pipeline: parse, registry.call", await measure_async(whole)),
+        *rows,
+        ("  sum of the steps", sum(micros for _, micros in rows)),
+    ]
 
 
 async def main() -> None:
-    body = payload("typical")
+    global ROUNDS, CALLS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kind", choices=("typical", "large"), default="typical")
+    parser.add_argument("--steps", action="store_true", help="only the pipeline's steps, not the apps")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--calls", type=int, default=CALLS)
+    args = parser.parse_args()
+    ROUNDS, CALLS = args.rounds, args.calls
+    body = payload(args.kind)
     rows: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(
             Settings(auth="off", rules_dir=PACKAGED_RULES_DIR, database_url=f"sqlite:///{tmp}/b.db")
         )
         async with app.router.lifespan_context(app):
-            with open(os.devnull, "w") as devnull:
-                for handler in logging.getLogger().handlers:
-                    if isinstance(handler, logging.StreamHandler):
-                        handler.setStream(devnull)
-                rows.extend(await measure_all(app, body))
+            # The service logs one access line per call; to the terminal that would be timed too.
+            devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the whole run
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.setStream(devnull)
+            registry = app.state.registry
+            if not args.steps:
+                rows.append(("the floor's whole app", await measure_async(asgi_call(floor_app, body))))
+                rows.append(("Osteoguard's whole app, auth off", await measure_async(asgi_call(app, body))))
+            rows.extend(await steps(registry, "anastrozole-bone-order-select", body))
+            assert registry.audit is not None
+            await registry.audit.flush()
     for label, micros in rows:
-        print(f"{label:<40}{micros:8.1f} µs")
-
-
-async def measure_all(app: Any, body: bytes) -> list[tuple[str, float]]:
-    registry = app.state.registry
-    rows = [
-        ("the floor's whole app", await measure_async(asgi_call(floor_app, body))),
-        ("Osteoguard's whole app, auth off", await measure_async(asgi_call(app, body))),
-    ]
-    rows.extend(await steps(registry, "anastrozole-bone-order-select", body))
-    assert registry.audit is not None
-    await registry.audit.flush()
-    return rows
+        print(f"{label:<36}{micros:8.1f} µs")
 
 
 if __name__ == "__main__":

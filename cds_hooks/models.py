@@ -100,29 +100,49 @@ class CdsRequest(BaseModel):
 
 def _prune(value: Any) -> Any:
     # One pass, no intermediate copies: this runs over every response (client drafts included).
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if isinstance(item, dict | list):
-                item = _prune(item)
-                if not item:
-                    continue
-            elif item is None or item == "":
-                continue
-            out[key] = item
-        return out
-    if isinstance(value, list):
-        kept = []
-        for item in value:
-            if isinstance(item, dict | list):
-                item = _prune(item)
-                if not item:
-                    continue
-            elif item is None or item == "":
-                continue
-            kept.append(item)
-        return kept
+    # It only sees model_dump(mode="json") output, so exact type checks suffice: JSON objects
+    # and arrays are plain dicts and lists there.
+    if type(value) is dict:
+        return _prune_dict(value)
+    if type(value) is list:
+        return _prune_list(value)
     return value
+
+
+def _prune_dict(value: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, item in value.items():
+        kind = type(item)
+        if kind is dict:
+            item = _prune_dict(item)
+            if not item:
+                continue
+        elif kind is list:
+            item = _prune_list(item)
+            if not item:
+                continue
+        elif item is None or (kind is str and not item):
+            continue
+        out[key] = item
+    return out
+
+
+def _prune_list(value: list[Any]) -> list[Any]:
+    kept = []
+    for item in value:
+        kind = type(item)
+        if kind is dict:
+            item = _prune_dict(item)
+            if not item:
+                continue
+        elif kind is list:
+            item = _prune_list(item)
+            if not item:
+                continue
+        elif item is None or (kind is str and not item):
+            continue
+        kept.append(item)
+    return kept
 
 
 def to_json_dict(model: BaseModel) -> dict[str, Any]:

@@ -15,13 +15,13 @@ Two safety invariants are enforced here, in code, whatever the rule files say:
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
+from cds_hooks.uuids import uuid4_str
 from cds_hooks.vocabulary import Indicator
 from service.cards.drafts import hold, is_valid_fhir, lower_weekly_dose
 from service.cards.repair import first_problem
@@ -78,7 +78,7 @@ class CardBuilder:
         self,
         ruleset: RuleSet,
         today: date,
-        new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        new_uuid: Callable[[], str] = uuid4_str,
         *,
         docs_base: str,
         on_not_offered: Callable[[str, str], None] | None = None,
@@ -89,6 +89,7 @@ class CardBuilder:
         self.docs_base = docs_base  # where the rule documentation pages are served
         self.new_uuid = new_uuid
         self._draft_valid: dict[int, bool] = {}
+        self._values: dict[tuple[int, bool], Any] = {}  # the facts' template namespaces
 
     def _orders_anastrozole(self, suggestion: Suggestion) -> bool:
         return any(
@@ -156,10 +157,15 @@ class CardBuilder:
         drafts: list[dict[str, Any]],
         on_testosterone: bool,
     ) -> Card:
-        summary = " ".join(render(variant.summary, template_values(rule, self.rs, firing.matched)).split())
+        matched, cache = firing.matched, self._values
+        summary = " ".join(
+            render(variant.summary, template_values(rule, self.rs, matched, cache=cache)).split()
+        )
         if len(summary) > MAX_SUMMARY:
             summary = summary[: MAX_SUMMARY - 1].rstrip() + "…"
-        detail = render(variant.detail, template_values(rule, self.rs, firing.matched, markdown=True)).strip()
+        detail = render(
+            variant.detail, template_values(rule, self.rs, matched, markdown=True, cache=cache)
+        ).strip()
         suggestions = []
         not_offered: list[NotOffered] = []
         for template in variant.suggestions:

@@ -124,18 +124,50 @@ def _escaped(mapping: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# The params and rule-set names of a rule, as templates read them: the same for every card of
+# that rule, so made once (keyed by identity, checked, as rule sets are replaced on reload).
+_CONSTANTS: dict[int, tuple[Rule, RuleSet, _Namespace, _Namespace]] = {}
+_MAX_CONSTANTS = 1024
+
+
+def _constants(rule: Rule, ruleset: RuleSet) -> tuple[_Namespace, _Namespace]:
+    cached = _CONSTANTS.get(id(rule))
+    if cached is not None and cached[0] is rule and cached[1] is ruleset:
+        return cached[2], cached[3]
+    params = _ns({k: fmt_number(v) if isinstance(v, float) else v for k, v in rule.params.items()})
+    names = _ns({"name": ruleset.name, "version": ruleset.version})
+    if len(_CONSTANTS) >= _MAX_CONSTANTS:
+        _CONSTANTS.clear()
+    _CONSTANTS[id(rule)] = (rule, ruleset, params, names)
+    return params, names
+
+
 def template_values(
-    rule: Rule, ruleset: RuleSet, matched: Mapping[str, Fact], *, markdown: bool = False
+    rule: Rule,
+    ruleset: RuleSet,
+    matched: Mapping[str, Fact],
+    *,
+    markdown: bool = False,
+    cache: dict[tuple[int, bool], tuple[Fact, _Namespace]] | None = None,
 ) -> dict[str, Any]:
     """What a rule's card templates can refer to: matched aliases, params, rule-set info.
 
     With ``markdown``, evidence strings (which come from the client's FHIR data) are escaped.
+    ``cache`` (one per call: the cards of one evaluation share facts) keeps each fact's
+    namespace, so a fact matched by several rules is escaped once. Templates only read them.
     """
-    values: dict[str, Any] = {
-        alias: _ns(_escaped(fact.evidence) if markdown else fact.evidence) for alias, fact in matched.items()
-    }
-    values["params"] = _ns({k: fmt_number(v) if isinstance(v, float) else v for k, v in rule.params.items()})
-    values["ruleset"] = _ns({"name": ruleset.name, "version": ruleset.version})
+    values: dict[str, Any] = {}
+    for alias, fact in matched.items():
+        key = (id(fact), markdown)
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None and hit[0] is fact:
+            values[alias] = hit[1]
+            continue
+        namespace = _ns(_escaped(fact.evidence) if markdown else fact.evidence)
+        if cache is not None:
+            cache[key] = (fact, namespace)
+        values[alias] = namespace
+    values["params"], values["ruleset"] = _constants(rule, ruleset)
     return values
 
 

@@ -125,6 +125,28 @@ def codings(concept: Any) -> list[tuple[str, str, str]]:
     return out
 
 
+def coded(concept: Any) -> list[tuple[str, str]]:
+    """``(system, code)`` of a CodeableConcept's codings, as :func:`codings` reads them.
+
+    The code lookup of every Observation needs only these, and a bundle can hold hundreds.
+    """
+    if not isinstance(concept, dict):
+        return []
+    raw = concept.get("coding")
+    if isinstance(raw, dict):  # a lone Coding where a list belongs
+        raw = [raw]
+    elif not isinstance(raw, list):
+        return []
+    out = []
+    for coding in raw:
+        if isinstance(coding, dict):
+            code = coding.get("code")
+            if isinstance(code, str) and code:
+                system = coding.get("system")
+                out.append((system if isinstance(system, str) else "", code))
+    return out
+
+
 def concept_texts(concept: Any) -> Iterator[str]:
     """Yield the human text of a CodeableConcept: ``text`` and every coding ``display``."""
     if not isinstance(concept, dict):

@@ -62,10 +62,6 @@ def mentions(texts: Iterable[str], words: Iterable[str]) -> bool:
     )
 
 
-def _exact_value(value: float, low: float, high: float) -> bool:
-    return low < value <= high
-
-
 def assay_rank(record: PatientRecord, resource: dict[str, Any]) -> int:
     """How an estradiol result was measured, from its method (text/display) or its code."""
     terms = record.rs.terms
@@ -100,7 +96,7 @@ def read(record: PatientRecord, name: str) -> LabResult:
 def _read(record: PatientRecord, name: str) -> LabResult:
     target, divisors = record.rs.units[name]
     lowered = {k.lower(): v for k, v in divisors.items()}
-    usable: list[Reading] = []
+    usable: list[tuple[FhirDate, dict[str, Any], float, Quantity]] = []
     unread: list[tuple[FhirDate, dict[str, Any]]] = []
     low, high = PLAUSIBLE
     for when, res in record.observations(name):
@@ -114,17 +110,24 @@ def _read(record: PatientRecord, name: str) -> LabResult:
             unread.append((when, res))  # skipped as a value, never an error
             continue
         value = round(q.value / divisor, 6)
-        if not _exact_value(value, low, high):
+        if not low < value <= high:
             unread.append((when, res))
             continue
-        usable.append(Reading(when, res, value, q, target, _rank(record, name, res)))
+        usable.append((when, res, value, q))
     if not usable:
         return LabResult(None, 0, unread[-1] if unread else None)
     # Latest instant first, then the better-ranked result, then the lower value. Only between
     # results equal in all of these (the same decision either way) does the reference pick
-    # which one the card cites, so the answer never depends on bundle order.
-    latest = max(usable, key=lambda r: (r.when.day, r.when.stamp, r.rank, -r.value, r.source))
-    newer = [u for u in unread if (u[0].day, u[0].stamp) > (latest.when.day, latest.when.stamp)]
+    # which one the card cites, so the answer never depends on bundle order. Only the results
+    # at the latest instant are ranked: a long history is read for its count, not ranked.
+    instant = max((u[0].day, u[0].stamp) for u in usable)
+    tied = [
+        Reading(when, res, value, q, target, _rank(record, name, res))
+        for when, res, value, q in usable
+        if (when.day, when.stamp) == instant
+    ]
+    latest = max(tied, key=lambda r: (r.rank, -r.value, r.source))
+    newer = [u for u in unread if (u[0].day, u[0].stamp) > instant]
     return LabResult(latest, len(usable), newer[-1] if newer else None)
 
 

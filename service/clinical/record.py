@@ -13,7 +13,7 @@ from datetime import date
 from typing import Any
 
 from cds_hooks.fhir import belongs_to, text
-from service.clinical.fhir import FhirDate, clinical_date, codings, concept_matches
+from service.clinical.fhir import FhirDate, clinical_date, coded, concept_matches, parse_date
 from service.ruleset.model import RuleSet
 
 Dated = tuple[FhirDate, dict[str, Any]]
@@ -120,13 +120,14 @@ class PatientRecord:
             if type(status) is not str or status not in allowed:
                 continue
             lists: tuple[str, ...] = ()
-            for system, code, _ in codings(res.get("code")):
-                found = index.get((system, code))
+            for pair in coded(res.get("code")):
+                found = index.get(pair)
                 if found:
                     lists += found
             if not lists or not belongs_to(res, patient_id):
                 continue
-            when = clinical_date(res, *OBSERVATION_DATES)
+            # Most results carry effectiveDateTime; clinical_date tries it first as well.
+            when = parse_date(res.get("effectiveDateTime")) or clinical_date(res, *OBSERVATION_DATES)
             if when is None or when.day > today:
                 continue
             for name in set(lists) if len(lists) > 1 else lists:

@@ -29,7 +29,6 @@ import itertools
 import json
 import math
 import threading
-import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import durable_rules_engine as dre
 import orjson
 
+from cds_hooks.uuids import uuid4_hex
 from service.errors import EngineError
 from service.ruleset.model import RuleSet
 from service.ruleset.schema import FACT_FIELDS, FLAG, NUMBER, TEXT, TEXT_VALUES, Fact, Firing
@@ -124,7 +124,7 @@ class RuleEngine:
             raise EngineError("refusing to evaluate an empty fact list")
         if len(facts) > MAX_FACTS:
             raise EngineError("too many facts for one evaluation")
-        sid = uuid.uuid4().hex
+        sid = uuid4_hex()
         encoded = [_encoded(fact, i, sid) for i, fact in enumerate(facts)]
         encoded.append(f'{{"kind":"{END}","fid":{len(facts)},"sid":"{sid}"}}')
         payload = "[" + ",".join(encoded) + "]"

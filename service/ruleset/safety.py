@@ -41,11 +41,19 @@ _DRUG = "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in DRUG_NAMES)
 _BEFORE_DRUG = re.compile(rf"\b(?:{_VERBS})\b(?:\W+\w+){{0,4}}?\W+(?:{_DRUG})\b", re.IGNORECASE)
 _DRUG_THEN = re.compile(rf"\b(?:{_DRUG})\b(?:\W+\w+){{0,3}}?\W+(?:{_AFTER})\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.;!?])\s+|\n+")
+# Both patterns above need the drug's name, so a sentence without it is skipped: the card
+# builder checks every card's text, and most sentences never name the drug.
+_NAMES_DRUG = re.compile(_DRUG, re.IGNORECASE)
 
 
 def speaks_to_anastrozole(text: str) -> bool:
     """True when a sentence of ``text`` advises on the anastrozole dose or need."""
-    return any(_BEFORE_DRUG.search(s) or _DRUG_THEN.search(s) for s in _SENTENCE.split(text))
+    if not _NAMES_DRUG.search(text):
+        return False
+    return any(
+        _NAMES_DRUG.search(s) and (_BEFORE_DRUG.search(s) or _DRUG_THEN.search(s))
+        for s in _SENTENCE.split(text)
+    )
 
 
 ADVICE = ("dose", "indication")

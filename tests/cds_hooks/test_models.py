@@ -56,3 +56,16 @@ def test_summary_must_be_under_140_characters() -> None:
 def test_unknown_fields_are_refused_on_outgoing_models() -> None:
     with pytest.raises(ValidationError):
         Suggestion(label="x", colour="red")  # type: ignore[call-arg]
+
+
+def test_pruning_keeps_false_zero_and_blank_text() -> None:
+    # Only null, "" and empty arrays/objects are dropped: false, 0 and " " are values.
+    draft = {"resourceType": "MedicationRequest", "a": [[], [None, ""], {"b": {}}], "c": " ", "d": 0.0}
+    card = Card(
+        summary="s",
+        indicator=Indicator.info,
+        source=Source(label="x"),
+        suggestions=[Suggestion(label="l", actions=[Action(type="update", description="d", resource=draft)])],
+    )
+    resource = to_json_dict(CdsResponse(cards=[card]))["cards"][0]["suggestions"][0]["actions"][0]["resource"]
+    assert resource == {"resourceType": "MedicationRequest", "c": " ", "d": 0.0}

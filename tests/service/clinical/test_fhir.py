@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cds_hooks.fhir import bundle_resources, reference_id
-from service.clinical.fhir import codings, parse_date, quantity
+from service.clinical.fhir import coded, codings, parse_date, quantity
 
 
 @pytest.mark.parametrize(
@@ -58,6 +58,30 @@ def test_codings_tolerates_a_lone_coding_object_and_junk() -> None:
     assert list(codings(concept)) == [("http://loinc.org", "2243-4", "")]
     assert list(codings({"coding": [None, 5, {"code": 7}, {"code": "x"}]})) == [("", "x", "")]
     assert list(codings("2243-4")) == []
+
+
+@pytest.mark.parametrize(
+    "concept",
+    [
+        {"coding": {"system": "http://loinc.org", "code": "2243-4", "display": "E2"}},
+        {
+            "coding": [
+                None,
+                5,
+                {"code": 7},
+                {"code": "x"},
+                {"code": "", "system": "s"},
+                {"code": "y", "system": 3},
+            ]
+        },
+        {"coding": "2243-4"},
+        {"text": "estradiol"},
+        "2243-4",
+        None,
+    ],
+)
+def test_coded_reads_the_pairs_codings_reads(concept: Any) -> None:
+    assert coded(concept) == [(system, code) for system, code, _ in codings(concept)]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from pathlib import Path
 
@@ -27,6 +28,15 @@ def test_the_synthetic_request_reaches_the_update_suggestions(ruleset: RuleSet, 
     low = next(c for c in response.cards if c.source.topic and c.source.topic.code == "low-estradiol")
     assert [a.type for s in low.suggestions for a in s.actions] == ["update", "update"]
     assert asyncio.run(warm_up(registry)) == len(response.cards)
+
+
+def test_the_start_up_heap_is_frozen_out_of_the_collector(ruleset: RuleSet, engine: RuleEngine) -> None:
+    # Full collections walked every start-up object; a large request set one off every few calls.
+    asyncio.run(warm_up(Registry(ruleset, engine)))
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    asyncio.run(warm_up(Registry(ruleset, engine)))
+    assert gc.get_freeze_count() == frozen  # once a process: later objects are not start-up ones
 
 
 def test_a_registry_with_a_store_is_refused(ruleset: RuleSet, engine: RuleEngine, tmp_path: Path) -> None:
