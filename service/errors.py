@@ -14,6 +14,7 @@ Exception tree (status, stable code in the OperationOutcome)::
     │   └── UnknownCard           404  OG-404-CARD     feedback names a card never issued
     ├── PrefetchUnavailable       412  OG-412          needed data neither prefetched nor fetchable
     ├── StoreUnavailable          503  OG-503-STORE    the audit/feedback store cannot be used now
+    ├── Overloaded                503  OG-503-BUSY     this worker's hook calls in flight are at their bound
     ├── EngineError               500  OG-500-ENGINE   durable_rules failed; evaluation abandoned
     └── ConfigurationError        —    OG-CONFIG       bad configuration: start-up refuses, exit 2
         ├── TrustedClientsError   —    OG-CLIENTS      the trusted-clients file is missing or broken
@@ -52,6 +53,7 @@ __all__ = [
     "EngineError",
     "InvalidJson",
     "MethodNotAllowed",
+    "Overloaded",
     "PrefetchUnavailable",
     "RequestError",
     "RuleSetError",
@@ -71,6 +73,18 @@ class StoreUnavailable(ServiceError):
     status_code = 503
     issue_code = "transient"
     error_code = "OG-503-STORE"
+
+
+class Overloaded(ServiceError):
+    """The worker already has its bound of hook calls in flight; the client may retry soon.
+
+    Answered by the edge layer (:mod:`service.http.edge`) before the request is read, with a
+    ``Retry-After``; never raised inside a call.
+    """
+
+    status_code = 503
+    issue_code = "throttled"
+    error_code = "OG-503-BUSY"
 
 
 class EngineError(ServiceError):

@@ -18,6 +18,9 @@ from cds_hooks.errors import ConfigurationError, TrustedClientsError
 
 PACKAGED_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+# Hook calls one worker works on at once; beyond it a call is answered 503 at once. Measured
+# in docs/speed.md ("Capacity per worker"): it keeps an admitted call's p99 under ~100 ms.
+DEFAULT_MAX_IN_FLIGHT = 64
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # Settings whose value is never echoed in an error message (it may hold a password or a key).
 _SECRET = frozenset({"database_url", "patient_hash_key"})
@@ -60,6 +63,8 @@ class Settings(BaseSettings):
     # in all (connect, headers and body; not per read).
     jwks_max_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     jwks_deadline_s: float = Field(default=2.0, gt=0, le=30)
+    # Load shedding: hook calls in flight per worker (service.http.edge).
+    max_in_flight: int = Field(default=DEFAULT_MAX_IN_FLIGHT, ge=1, le=100_000)
 
     @field_validator("fhir_private_servers")
     @classmethod
