@@ -14,7 +14,12 @@
   is read: 503, ``Retry-After: 1`` and an ``OG-503-BUSY`` OperationOutcome, counted in
   ``osteoguard_shed_total`` and logged at most once per :data:`SHED_LOG_EVERY_S`, never per
   request. Only hook calls: probes, metrics, discovery, rule pages and feedback are cheap,
-  and feedback must not be lost (an EHR does not always retry it);
+  and feedback must not be lost (an EHR does not always retry it). The same answer when the
+  event loop lags by more than ``max_loop_lag_s`` (``OSTEOGUARD_MAX_LOOP_LAG_MS``): a hook call
+  with its prefetch is one synchronous step of the loop, so a worker past its capacity has
+  few calls in flight and its queue is in the loop and the socket buffers, where ASGI cannot
+  count it. A timer every :data:`LAG_PROBE_S` notes how late it runs; that is about how long a
+  call arriving now has waited, and shedding while it is long drains the queue;
 * a client that has gone: once a hook call's body is read, a watcher task waits on
   ``receive()``; uvicorn answers it ``http.disconnect`` when the connection is lost, and the
   watcher cancels the call's task, so the pipeline's awaits (FHIR fallback, a thread-offloaded
@@ -42,13 +47,14 @@ from service import metrics
 from service.errors import Overloaded, operation_outcome
 from service.http.requestid import REQUEST_ID, request_id
 from service.http.security import HEADERS
-from service.settings import DEFAULT_MAX_IN_FLIGHT
+from service.settings import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_LOOP_LAG_MS
 
 log = logging.getLogger("osteoguard.access")
 shed_log = logging.getLogger("osteoguard")
 RETRY_AFTER_S = 1
 SHED_LOG_EVERY_S = 10.0
 WATCH_AFTER_S = 0.002  # a hook call's disconnect is watched for from this long after its body
+LAG_PROBE_S = 0.01
 CLIENT_GONE_STATUS = 499  # nginx's "client closed request": no answer was sent
 _NOTE: ContextVar[dict[str, Any] | None] = ContextVar("access_note", default=None)
 
@@ -62,16 +68,21 @@ def note_access(**fields: Any) -> None:
 
 class Edge:
     def __init__(
-        self, app: ASGIApp, service_ids: frozenset[str], max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+        self,
+        app: ASGIApp,
+        service_ids: frozenset[str],
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_loop_lag_s: float = DEFAULT_MAX_LOOP_LAG_MS / 1000,
     ) -> None:
         self.app = app
         self.service_ids = service_ids
         self.max_in_flight = max_in_flight
+        self.max_loop_lag_s = max_loop_lag_s
         self.in_flight = 0
+        self.lag = 0.0  # seconds the lag probe last ran late
+        self._probing = False
         body = orjson.dumps(
-            operation_outcome(
-                Overloaded(f"this worker is at its bound of {max_in_flight} calls; retry shortly")
-            )
+            operation_outcome(Overloaded("this worker is at its bound of calls in flight; retry shortly"))
         )
         self._busy_body = body
         self._busy_headers = [
@@ -92,7 +103,9 @@ class Edge:
         endpoint, service = metrics.endpoint_labels(scope["path"], self.service_ids)
         added = [*HEADERS, (b"x-request-id", rid.encode())]
         hook = endpoint == "hook"
-        if hook and self.in_flight >= self.max_in_flight:
+        if not self._probing:
+            self._probe(asyncio.get_running_loop(), None)
+        if hook and (self.in_flight >= self.max_in_flight or self.lag > self.max_loop_lag_s):
             try:
                 await self._shed(send, added)
             finally:
@@ -141,6 +154,12 @@ class Edge:
             _NOTE.reset(note_token)
             REQUEST_ID.reset(token)
 
+    def _probe(self, loop: asyncio.AbstractEventLoop, due: float | None) -> None:
+        now = loop.time()
+        self._probing = True
+        self.lag = 0.0 if due is None else now - due
+        loop.call_at(now + LAG_PROBE_S, self._probe, loop, now + LAG_PROBE_S)
+
     async def _shed(self, send: Send, added: list[tuple[bytes, bytes]]) -> None:
         """The 503 of a call over the bound, without reading its body (uvicorn discards it)."""
         metrics.SHED.inc()
@@ -149,7 +168,11 @@ class Edge:
         if now - self._shed_logged_at >= SHED_LOG_EVERY_S:
             shed_log.warning(
                 "overloaded: hook calls refused (503) at the bound of calls in flight",
-                extra={"refused": self._shed_since_log, "max_in_flight": self.max_in_flight},
+                extra={
+                    "refused": self._shed_since_log,
+                    "in_flight": self.in_flight,
+                    "loop_lag_ms": round(self.lag * 1000, 1),
+                },
             )
             self._shed_logged_at, self._shed_since_log = now, 0
         await send({"type": "http.response.start", "status": 503, "headers": [*self._busy_headers, *added]})

@@ -36,6 +36,7 @@ def refused(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> str:
         ("OSTEOGUARD_MAX_BODY_BYTES", "0"),
         ("OSTEOGUARD_MAX_IN_FLIGHT", "0"),
         ("OSTEOGUARD_MAX_IN_FLIGHT", "many"),
+        ("OSTEOGUARD_MAX_LOOP_LAG_MS", "0"),
         ("OSTEOGUARD_PUBLIC_URL", "osteoguard.example.org"),
         ("OSTEOGUARD_PUBLIC_URL", "https://osteoguard.example.org/?x=1"),
         ("OSTEOGUARD_CORS_ORIGINS", "https://ehr.example.org/app"),

@@ -10,6 +10,7 @@ import asyncio
 import signal
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from prometheus_client import REGISTRY
 
 from cds_hooks.models import Card
 from service.app import create_app
+from service.http.edge import LAG_PROBE_S, Edge
 from service.pipeline.record import Issued
 from service.pipeline.registry import Call, Registry
 from tests.builders import order_sign
@@ -324,3 +326,29 @@ def test_a_client_closing_its_socket_mid_call_stops_the_servers_work(tmp_path: P
         fhir.close()
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def edge_of(app: FastAPI) -> Edge:
+    layer: Any = app.middleware_stack
+    while not isinstance(layer, Edge):
+        layer = layer.app
+    return layer
+
+
+async def test_while_the_event_loop_lags_hook_calls_are_shed_and_ops_answered(tmp_path: Path) -> None:
+    """A call with its prefetch is one synchronous step of the loop, so past capacity the queue
+    is in the loop, not in flight: the loop's lag is the other bound."""
+    async with serving(tmp_path, max_loop_lag_ms=5) as (app, held, http):
+        held.release.set()
+        assert (await post(http, "edge-lag-1")).status_code == 200
+        edge = edge_of(app)
+        while edge.lag <= edge.max_loop_lag_s:
+            time.sleep(0.02)  # the loop stalls, as under a backlog of calls (not a wait)
+            await asyncio.sleep(0)
+        refused = await post(http, "edge-lag-2")
+        assert refused.status_code == 503
+        assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "OG-503-BUSY"
+        assert (await http.get("/healthz")).status_code == 200
+        while edge.lag > edge.max_loop_lag_s:  # the loop keeps up again
+            await asyncio.sleep(LAG_PROBE_S)
+        assert (await post(http, "edge-lag-3")).status_code == 200
