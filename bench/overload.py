@@ -79,10 +79,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Target:
-    def __init__(self, code: Path, auth: str, work: Path, key: Any) -> None:
+    def __init__(self, code: Path, auth: str, work: Path, key: Any, extra: dict[str, str]) -> None:
         self.port, self.auth, self.key = free_port(), auth, key
         env = {
             **os.environ,
+            **extra,
             "PYTHONPATH": str(code),
             "OSTEOGUARD_AUTH": auth,
             "OSTEOGUARD_DATABASE_URL": f"sqlite:///{work}/og-{self.port}.db",
@@ -197,8 +198,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--auth", choices=("off", "jwt", "both"), default="both")
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout the server runs from")
-    parser.add_argument("--start", type=int, default=300, help="first rate of the knee search (requests/s)")
+    parser.add_argument("--start", type=int, default=100, help="first rate of the knee search (requests/s)")
+    parser.add_argument("--step", type=int, default=100, help="rate step of the knee search (requests/s)")
     parser.add_argument("--knee", type=int, default=0, help="skip the search: use this knee")
+    parser.add_argument("--set", action="append", default=[], help="VAR=VALUE for the server")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="osteoguard-overload-"))
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -211,10 +214,13 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     for auth in ("off", "jwt") if args.auth == "both" else (args.auth,):
         for n in range(args.rounds):
-            target = Target(args.code, auth, work, key)
+            target = Target(args.code, auth, work, key, dict(v.split("=", 1) for v in args.set))
             try:
                 print(f"  auth={auth} round {n + 1}: knee search", flush=True)
-                k = args.knee or knee(target, args.start, 100)
+                k = args.knee or knee(target, args.start, args.step)
+                if not k:
+                    print(f"  auth={auth}: not even {args.start}/s held; try a lower --start")
+                    continue
                 over = target.load(2 * k, OVERLOAD_SECONDS)
                 after = target.drain()
                 statuses = over["statuses"]
