@@ -19,9 +19,9 @@
   with its prefetch is one synchronous step of the loop, so a worker past its capacity has
   few calls in flight and its queue is in the loop and the socket buffers, where ASGI cannot
   count it. A timer every :data:`LAG_PROBE_S` notes how late it runs; that is about how long a
-  call arriving now has waited, and shedding while it is long drains the queue. When late, it
-  measures again at once, behind what is ready then, and sheds only when that is late too: a
-  queue keeps it late, one slow call does not;
+  call arriving now has waited, and shedding while it is long drains the queue. One step
+  longer than the bound (a GC pause, a starved CPU) also sheds what arrives in the next
+  :data:`LAG_PROBE_S`: those calls did wait that long, and are told to retry in a second;
 * a client that has gone: once a hook call's body is read, a watcher task waits on
   ``receive()``; uvicorn answers it ``http.disconnect`` when the connection is lost, and the
   watcher cancels the call's task, so the pipeline's awaits (FHIR fallback, a thread-offloaded
@@ -82,7 +82,7 @@ class Edge:
         self.max_loop_lag_s = max_loop_lag_s
         self.in_flight = 0
         self.lag = 0.0  # seconds the lag probe last ran late
-        self.lagging = self._late = False
+        self.lagging = False
         self._probing = False
         body = orjson.dumps(
             operation_outcome(Overloaded("this worker is at its bound of calls in flight; retry shortly"))
@@ -161,13 +161,8 @@ class Edge:
         now = loop.time()
         self._probing = True
         self.lag = 0.0 if due is None else now - due
-        late = self.lag > self.max_loop_lag_s
-        # Late twice running: a queue. Once: maybe one slow step, which sheds nothing.
-        self.lagging, self._late = late and self._late, late
-        if late:  # measure again at once, behind what is ready now
-            loop.call_soon(self._probe, loop, now)
-        else:
-            loop.call_at(now + LAG_PROBE_S, self._probe, loop, now + LAG_PROBE_S)
+        self.lagging = self.lag > self.max_loop_lag_s
+        loop.call_at(now + LAG_PROBE_S, self._probe, loop, now + LAG_PROBE_S)
 
     async def _shed(self, send: Send, added: list[tuple[bytes, bytes]]) -> None:
         """The 503 of a call over the bound, without reading its body (uvicorn discards it)."""
