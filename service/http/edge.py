@@ -85,7 +85,9 @@ class Edge:
         self.lagging = False
         self._probing = False
         body = orjson.dumps(
-            operation_outcome(Overloaded("this worker is at its bound of calls in flight; retry shortly"))
+            operation_outcome(
+                Overloaded("this worker has more calls than it can answer in time; retry shortly")
+            )
         )
         self._busy_body = body
         self._busy_headers = [
@@ -171,7 +173,7 @@ class Edge:
         now = time.monotonic()
         if now - self._shed_logged_at >= SHED_LOG_EVERY_S:
             shed_log.warning(
-                "overloaded: hook calls refused (503) at the bound of calls in flight",
+                "overloaded: hook calls refused (503): calls in flight or the loop's lag at their bound",
                 extra={
                     "refused": self._shed_since_log,
                     "in_flight": self.in_flight,
