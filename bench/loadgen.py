@@ -9,9 +9,10 @@ machine is CPU the server under test does not get (docs/speed.md has the compari
 Reads a JSON job on stdin: {"host", "port", "requests": [raw request bytes as latin-1 text],
 "concurrency", "rate" (requests/s, 0 = as fast as possible), "warmup" (requests not counted
 in the latencies), "duration" (seconds; closed loop only: cycle through the requests until
-then, instead of sending each once)}. Without a duration every request string is sent once,
-in order, spread over `concurrency` connections. Prints JSON: requests, seconds, throughput,
-latency percentiles, status counts.
+then, instead of sending each once), optional "timeout" (seconds: a caller that gives up closes
+its connection and opens another, status "timeout")}. Without a duration every request string
+is sent once, in order, spread over `concurrency` connections. Prints JSON: requests, seconds,
+throughput, latency percentiles (also of the 200s alone), status counts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ import time
 from collections.abc import Callable
 
 
+async def answer(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
 async def connection(
     host: str,
     port: int,
@@ -31,6 +43,7 @@ async def connection(
     out: list[tuple[int, float, int]],
     start_at: float,
     interval: float,
+    timeout: float | None = None,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     loop = asyncio.get_running_loop()
@@ -51,13 +64,13 @@ async def connection(
             else:
                 began = loop.time()
             writer.write(payload)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
+            try:
+                status = await asyncio.wait_for(answer(reader), timeout)
+            except TimeoutError:
+                out.append((index, loop.time() - began, 0))  # 0: timed out
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
             out.append((index, loop.time() - began, status))
     finally:
         writer.close()
@@ -86,18 +99,23 @@ async def main() -> None:
     wall = time.perf_counter()
     await asyncio.gather(
         *(
-            connection(job["host"], job["port"], take, out, start, 1 / rate if rate else 0)
+            connection(
+                job["host"], job["port"], take, out, start, 1 / rate if rate else 0, job.get("timeout")
+            )
             for _ in range(job["concurrency"])
         )
     )
     elapsed = time.perf_counter() - wall
     measured = sorted(lat for i, lat, _ in out if i >= warm)
+    ok = sorted(lat for i, lat, status in out if i >= warm and status == 200)
     statuses: dict[str, int] = {}
     for _, _, status in out:
-        statuses[str(status)] = statuses.get(str(status), 0) + 1
+        name = str(status) if status else "timeout"
+        statuses[name] = statuses.get(name, 0) + 1
 
-    def pct(p: float) -> float:
-        return measured[min(len(measured) - 1, int(len(measured) * p))] * 1000
+    def pct(p: float, values: list[float] | None = None) -> float:
+        values = measured if values is None else values
+        return values[min(len(values) - 1, int(len(values) * p))] * 1000 if values else float("nan")
 
     print(
         json.dumps(
@@ -109,6 +127,7 @@ async def main() -> None:
                 "p90_ms": pct(0.9),
                 "p99_ms": pct(0.99),
                 "max_ms": measured[-1] * 1000,
+                "p99_ok_ms": pct(0.99, ok),
                 "statuses": statuses,
             }
         )

@@ -154,7 +154,15 @@ class FhirFetcher:
         tasks = {
             key: asyncio.ensure_future(self._one(server, key, path, budget)) for key, path in queries.items()
         }
-        done, pending = await asyncio.wait(tasks.values(), timeout=remaining)
+        try:
+            done, pending = await asyncio.wait(tasks.values(), timeout=remaining)
+        except asyncio.CancelledError:
+            # The call was cancelled (its client has gone): its fetches are its work too, and
+            # asyncio.wait leaves the tasks it waits on running.
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            raise
         for task in pending:
             task.cancel()
         results: dict[str, dict[str, Any]] = {}

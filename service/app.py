@@ -215,7 +215,12 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
     app.include_router(router)
     app.include_router(ops_router)
     app.include_router(docs_router)  # public: the rule documentation holds no patient data
-    app.add_middleware(Edge, service_ids=SERVICE_IDS)
+    app.add_middleware(
+        Edge,
+        service_ids=SERVICE_IDS,
+        max_in_flight=settings.max_in_flight,
+        max_loop_lag_s=settings.max_loop_lag_ms / 1000,
+    )
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

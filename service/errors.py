@@ -18,6 +18,7 @@ Exception tree (status, stable code in the OperationOutcome)::
     │   ├── HeaderFieldsTooLarge  431  OG-431          request line and headers over the limit
     │   ├── RequestTimeout        408  OG-408          headers or body not in within the deadline
     │   └── TooManyConnections    503  OG-503-CONN     the worker holds its most connections
+    ├── Overloaded                503  OG-503-BUSY     this worker's hook calls in flight are at their bound
     ├── EngineError               500  OG-500-ENGINE   durable_rules failed; evaluation abandoned
     └── ConfigurationError        —    OG-CONFIG       bad configuration: start-up refuses, exit 2
         ├── TrustedClientsError   —    OG-CLIENTS      the trusted-clients file is missing or broken
@@ -58,6 +59,7 @@ __all__ = [
     "HeaderFieldsTooLarge",
     "InvalidJson",
     "MethodNotAllowed",
+    "Overloaded",
     "PrefetchUnavailable",
     "RequestError",
     "RequestTimeout",
@@ -109,6 +111,16 @@ class TooManyConnections(ConnectionLimit):
     status_code = 503
     issue_code = "transient"
     error_code = "OG-503-CONN"
+class Overloaded(ServiceError):
+    """The worker already has its bound of hook calls in flight; the client may retry soon.
+
+    Answered by the edge layer (:mod:`service.http.edge`) before the request is read, with a
+    ``Retry-After``; never raised inside a call.
+    """
+
+    status_code = 503
+    issue_code = "throttled"
+    error_code = "OG-503-BUSY"
 
 
 class EngineError(ServiceError):

@@ -16,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     Info,
     generate_latest,
@@ -52,6 +53,15 @@ LIMITS = Counter(
     "Connections, requests and FHIR calls cut off by a resource limit (docs/security.md)",
     ["limit"],
 )
+SHED = Counter(
+    "osteoguard_shed_total", "Hook calls answered 503 at once: this worker's calls in flight at their bound"
+)
+CLIENT_GONE = Counter(
+    "osteoguard_client_gone_total", "Hook calls whose client disconnected before the answer: work cancelled"
+)
+# Read when scraped (no cost per request). Per worker: with PROMETHEUS_MULTIPROC_DIR a scrape
+# shows none (the multiprocess collector reads only the workers' files).
+IN_FLIGHT = Gauge("osteoguard_hook_calls_in_flight", "Hook calls being worked on by this worker")
 RULESET = Info("osteoguard_ruleset", "The rule set being served")
 RULESET_RELOADS = Counter("osteoguard_ruleset_reloads_total", "Rule-set reload attempts", ["outcome"])
 

@@ -359,6 +359,40 @@ def test_a_slow_server_cannot_hold_the_request_past_the_budget() -> None:
     assert [f.key for f in failures] == ["estradiol"] and "0.3 s" in failures[0].reason
 
 
+def test_cancelling_a_fetch_cancels_its_queries() -> None:
+    """A call cancelled because its client has gone stops its FHIR queries, not only the wait."""
+
+    async def scenario() -> int:
+        arrived, never = asyncio.Event(), asyncio.Event()
+        started = cancelled = 0
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            nonlocal started, cancelled
+            started += 1
+            if started == 2:
+                arrived.set()
+            try:
+                await never.wait()
+            except asyncio.CancelledError:
+                cancelled += 1
+                raise
+            return httpx.Response(200, json=bundle())
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            fetcher = FhirFetcher(http, budget_s=30)
+            queries = {"a": "Observation?code=a", "b": "Observation?code=b"}
+            call = asyncio.ensure_future(
+                fetcher.fetch(server_from_request(BASE, None), queries, fetcher.deadline())
+            )
+            await asyncio.wait_for(arrived.wait(), timeout=5)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        return cancelled
+
+    assert asyncio.run(scenario()) == 2
+
+
 def test_spent_budget_fails_without_querying() -> None:
     async def scenario() -> list[FetchFailed]:
         async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))) as http:

@@ -240,6 +240,8 @@ def test_ci_values_pass_the_schema() -> None:
         ({"limits": {"maxConnections": 0}}, "/limits/maxConnections"),
         ({"limits": {"fhirMaxBytes": 1.5}}, "/limits/fhirMaxBytes"),
         ({"limits": {"maxHeaderByte": 4096}}, "/limits"),
+        ({"server": {"maxInFlight": 0}}, "/server/maxInFlight"),
+        ({"server": {"maxLoopLagMs": 0}}, "/server/maxLoopLagMs"),
         ({"rules": {"existingConfigMapRules": ["baseline-dexa"]}}, "/rules/existingConfigMapRules/0"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"resources": {"requests": {"cpu": "a lot"}}}, "/resources/requests/cpu"),
@@ -464,6 +466,7 @@ def test_configuration_env_comes_from_values(render: Render) -> None:
                 "logLevel": "debug",
                 "fhirTimeoutSeconds": 2.5,
                 "snoozeRefreshSeconds": 10,
+                "server": {"maxInFlight": 24, "maxLoopLagMs": 80},
                 "publicUrl": "https://cds.example.org/",
                 "auth": {"corsOrigins": ["https://a.example.org", "https://b.example.org"]},
             }
@@ -473,6 +476,8 @@ def test_configuration_env_comes_from_values(render: Render) -> None:
     assert variables["OSTEOGUARD_LOG_LEVEL"] == "debug"
     assert variables["OSTEOGUARD_FHIR_TIMEOUT_S"] == "2.5"
     assert variables["OSTEOGUARD_SNOOZE_REFRESH_S"] == "10"
+    assert variables["OSTEOGUARD_MAX_IN_FLIGHT"] == "24"
+    assert variables["OSTEOGUARD_MAX_LOOP_LAG_MS"] == "80"
     assert variables["OSTEOGUARD_PUBLIC_URL"] == "https://cds.example.org"
     assert variables["OSTEOGUARD_CORS_ORIGINS"] == "https://a.example.org,https://b.example.org"
     assert variables["OSTEOGUARD_RULES_DIR"] == "/etc/osteoguard/rules"
