@@ -14,6 +14,8 @@ Exception tree (status, stable code in the OperationOutcome)::
     │   └── UnknownCard           404  OG-404-CARD     feedback names a card never issued
     ├── PrefetchUnavailable       412  OG-412          needed data neither prefetched nor fetchable
     ├── StoreUnavailable          503  OG-503-STORE    the audit/feedback store cannot be used now
+    │   └── SpoolFull             503  OG-503-SPOOL    neither the database nor the audit spool can
+    │                                                  make a card record durable now
     ├── EngineError               500  OG-500-ENGINE   durable_rules failed; evaluation abandoned
     └── ConfigurationError        —    OG-CONFIG       bad configuration: start-up refuses, exit 2
         ├── TrustedClientsError   —    OG-CLIENTS      the trusted-clients file is missing or broken
@@ -56,6 +58,7 @@ __all__ = [
     "RequestError",
     "RuleSetError",
     "ServiceError",
+    "SpoolFull",
     "StoreUnavailable",
     "TrustedClientsError",
     "UnknownCard",
@@ -71,6 +74,13 @@ class StoreUnavailable(ServiceError):
     status_code = 503
     issue_code = "transient"
     error_code = "OG-503-STORE"
+
+
+class SpoolFull(StoreUnavailable):
+    """The audit spool is full or its disk refuses writes while the database is away: a card
+    cannot be recorded, so it is not given."""
+
+    error_code = "OG-503-SPOOL"
 
 
 class EngineError(ServiceError):

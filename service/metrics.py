@@ -16,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     Info,
     generate_latest,
@@ -46,6 +47,24 @@ CARDS_WITHHELD = Counter(
 )
 CORS_REFUSED = Counter(
     "osteoguard_cors_preflight_refused_total", "CORS preflights refused: origin not allowed", ["endpoint"]
+)
+AUDIT_SPOOL_RECORDS = Gauge(
+    "osteoguard_audit_spool_records",
+    "Card records in the local audit spool, not yet in the database",
+    multiprocess_mode="livesum",
+)
+AUDIT_SPOOL_BYTES = Gauge(
+    "osteoguard_audit_spool_bytes", "Size of the local audit spool files", multiprocess_mode="livesum"
+)
+AUDIT_SPOOLED = Counter(
+    "osteoguard_audit_spooled_total", "Card records written to the local spool (database away or slow)"
+)
+AUDIT_REPLAYED = Counter(
+    "osteoguard_audit_replayed_total", "Card records written from the local spool to the database"
+)
+AUDIT_QUARANTINED = Counter(
+    "osteoguard_audit_quarantined_total",
+    "Card records the database refused on their own (kept in the spool folder's quarantine file)",
 )
 RULESET = Info("osteoguard_ruleset", "The rule set being served")
 RULESET_RELOADS = Counter("osteoguard_ruleset_reloads_total", "Rule-set reload attempts", ["outcome"])
