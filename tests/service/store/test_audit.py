@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -234,3 +235,31 @@ def test_with_the_database_away_and_the_spool_full_calls_are_refused(tmp_path: P
 
     store = run_flaky(scenario, tmp_path, max_bytes=4 * len(encode(record(10))))
     assert "card-1001" in store.stored and "card-1000" not in store.stored
+
+
+def test_a_nul_byte_in_one_record_never_costs_the_others_their_place_on_postgresql(
+    tmp_path: Path, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite stores a NUL byte; PostgreSQL refuses the whole executemany")
+    store = Store(database_url, b"k" * 32)
+    store.open()
+    bad = replace(record(2), hook_instance="evil\x00instance")
+    before = metric("osteoguard_audit_quarantined_total")
+
+    async def main() -> None:
+        writer = AuditWriter(store, Spool(tmp_path / "spool", 1 << 20))
+        await writer.start()
+        writer.submit([record(1), bad, record(3)])
+        assert await writer.flush(timeout_s=10)
+        assert await writer.drained(10)
+        await asyncio.wait_for(writer.stop(), 20)
+
+    asyncio.run(main())
+    try:
+        assert set(store.cards_by_uuid(["card-1", "card-2", "card-3"])) == {"card-1", "card-3"}
+    finally:
+        store.close()
+    assert metric("osteoguard_audit_quarantined_total") == before + 1
+    (line,) = (tmp_path / "spool" / QUARANTINE).read_text().splitlines()
+    assert '"card-2"' in line and "DataError" in line
