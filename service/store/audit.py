@@ -1,33 +1,38 @@
 """Recording every card the service returns: never dropped, and only briefly held in memory.
 
-Hook calls hand their card records to :class:`AuditWriter` before the response is sent; a
-background task writes them to the database in batches. A batch the database has not taken
-within the age bound (``OSTEOGUARD_AUDIT_MAX_AGE_MS``, counted from its oldest record's
-submission, less the time kept back for an fsync) goes to the local spool instead
-(:mod:`service.store.spool`, fsynced), so a crash of the process loses at most that window.
+Hook calls hand their card records to :class:`AuditWriter` before the response is sent. A
+writer thread writes them to the database in batches; a batch the database has not taken
+within half the age bound (``OSTEOGUARD_AUDIT_MAX_AGE_MS``, counted from its oldest record's
+submission) is appended to the local spool instead (:mod:`service.store.spool`, fsynced), so
+a crash of the process loses at most that window. The writer is a thread, not a task on the
+event loop, so the bound does not wait on the loop: a timer there fires only when the request
+being evaluated lets go, and a loop stalled on its log pipe stalled a task-based writer for
+seconds.
 
-While the spool holds records (or the database is known to be away), new batches join its
-tail, and a drain task writes the spool to the database in order, retrying while it is away.
-Every insert skips a card uuid already stored, so a spool replayed after a crash (or a write
-that finished after its batch was spooled) can neither double-insert nor fail.
+While the spool holds records, new batches join its tail, and a drain thread writes the spool
+to the database in order, retrying while it is away. Every insert skips a card uuid already
+stored, so a spool replayed after a crash (or a write that finished after its batch was
+spooled) can neither double-insert nor fail.
 
 A batch the database refuses for its data (not an outage: a NUL byte PostgreSQL cannot store)
 is written again one record at a time; a record refused alone is quarantined (logged by rule
 id, card uuid and error class, counted, kept in the spool folder) and never blocks the others.
 
-While records go to the spool, a call waits until its own are fsynced; when neither the
-database nor the spool can take them, :meth:`submit` (or that wait) raises
+While the database is known to be away, a call waits until its own records are fsynced in
+the spool; when neither can take them, :meth:`submit` (or that wait) raises
 :class:`SpoolFull`, a 503: a call whose cards cannot be recorded gives none.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import anyio
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -43,6 +48,7 @@ BATCH = 500
 GATHER_S = 0.05  # wait this long for more records, so one transaction carries many
 RETRY_MIN_S, RETRY_MAX_S = 0.05, 1.0  # the drain's back-off while the database is away
 WAIT_DURABLE_S = 2.0  # a call that waits for its records to reach the spool waits at most this
+DRAIN_AT_EXIT_S = 2.0  # a clean stop tries this long to empty the spool (else: next start)
 MIN_FREE_BYTES = 256 * 1024  # less free space than this on the spool's disk: not ready
 SPOOL_HEADROOM_BYTES = 4096  # with the database away, a spool this close to its bound: not ready
 _OUTAGES = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
@@ -69,51 +75,53 @@ class AuditWriter:
         self.store = store
         self.spool = spool
         self.max_age_s = max_age_s
-        self._gather_s = min(GATHER_S, max_age_s / 4)
-        self._fsync_budget_s = min(0.05, max_age_s / 4)  # kept back from the bound for the spool
+        self._gather_s = min(GATHER_S, max_age_s / 8)
+        self._db_budget_s = max_age_s / 2  # the other half: the spool's fsync, and scheduling
+        self._cond = threading.Condition()  # guards the queue and the counters below
         self._pending: deque[_Entry] = deque()
         self._memory: dict[str, CardRecord] = {}  # queued or being written: not yet safe
-        self._submitted = self._settled = 0
+        self._submitted = self._settled = self._flushing = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._flushing = 0
-        self._work, self._wake, self._backlog, self._progress = (asyncio.Event() for _ in range(4))
-        self._drained = asyncio.Event()  # the spool holds nothing (the opposite of _backlog)
+        self._spool_lock = threading.Lock()  # one spool operation at a time
+        self._backlog, self._drained, self._progress = threading.Event(), threading.Event(), threading.Event()
         self._drained.set()
-        self._lock = asyncio.Lock()  # one spool operation at a time
-        self._slow: asyncio.Future[None] | None = None  # a database write that overran its bound
-        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = threading.Event()
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="osteoguard-audit-db")
+        self._slow: Future[None] | None = None  # a database write that overran its budget
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.db_ok = True
         self.refusing: str | None = None  # why records cannot be made durable now
 
     async def start(self) -> None:
         """Adopt the spools of processes that died (replayed by the drain), then start."""
+        self._loop = asyncio.get_running_loop()
         adopted = await anyio.to_thread.run_sync(self.spool.adopt_orphans)
         if adopted:
             log.warning("audit spool of a previous process adopted", extra={"cards": adopted})
             self._mark_backlog()
         self._publish()
-        self._tasks = [
-            asyncio.create_task(self._run(), name="osteoguard-audit-writer"),
-            asyncio.create_task(self._drain(), name="osteoguard-audit-drain"),
-        ]
+        for target, name in ((self._run, "writer"), (self._drain, "drain")):
+            thread = threading.Thread(target=target, name=f"osteoguard-audit-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def submit(self, records: Sequence[CardRecord]) -> asyncio.Future[None] | None:
-        """Queue records; never blocks. While records go to the spool, returns a future that
-        is done when these are fsynced there (await it before answering: :meth:`durable`)."""
+        """Queue records; never blocks. While the database is known to be away, returns a
+        future that is done when these are fsynced in the spool (see :meth:`durable`)."""
         if self.refusing is not None:
             raise SpoolFull(self.refusing)
         if not records:
             return None
-        spooling = self._spooling() or not self.db_ok
+        spooling = not self.db_ok or self._spooling()
         waiter = asyncio.get_running_loop().create_future() if spooling else None
         now = time.monotonic()
-        for record in records:
-            self._pending.append((now, record, waiter))
-            self._memory[record.uuid] = record
-        self._submitted += len(records)
-        self._work.set()
-        if len(self._pending) >= BATCH:
-            self._wake.set()  # a full batch need not wait for the gathering time
+        with self._cond:
+            for record in records:
+                self._pending.append((now, record, waiter))
+                self._memory[record.uuid] = record
+            self._submitted += len(records)
+            self._cond.notify()
         return waiter
 
     async def durable(self, records: Sequence[CardRecord]) -> None:
@@ -137,28 +145,25 @@ class AuditWriter:
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until everything queued so far is safe (in the database or the spool), without
         the gathering delay; False when that took longer than ``timeout_s``."""
-        target = self._submitted
-        if self._settled >= target:
-            return True
         done = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, done))
-        self._flushing += 1
-        self._wake.set()
+        with self._cond:
+            if self._settled >= self._submitted:
+                return True
+            self._waiters.append((self._submitted, done))
+            self._flushing += 1
+            self._cond.notify()
         try:
             await asyncio.wait_for(asyncio.shield(done), timeout_s)
             return True
         except TimeoutError:
             return False
         finally:
-            self._flushing -= 1
+            with self._cond:
+                self._flushing -= 1
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait until the spool is empty (everything spooled is in the database)."""
-        try:
-            await asyncio.wait_for(self._drained.wait(), timeout_s)
-            return True
-        except TimeoutError:
-            return False
+        return bool(await anyio.to_thread.run_sync(self._drained.wait, timeout_s))
 
     def health(self) -> tuple[bool, str]:
         """(records can be made durable now, ``ok`` | ``degraded, spooling`` | why not)."""
@@ -174,71 +179,81 @@ class AuditWriter:
         return True, ("ok" if self.db_ok and not self._spooling() else "degraded, spooling")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Make what is queued safe, then stop; the spool is left for the next start."""
-        if not self._tasks:
+        """Make what is queued safe, then stop; a spool left over is adopted at the next start."""
+        if not self._threads:
             return
         if not await self.flush(timeout_s):
-            log.error(
-                "card records could not be made durable before exit", extra={"cards": len(self._memory)}
-            )
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        async with self._lock:
-            await anyio.to_thread.run_sync(self.spool.close)
+            left = len(self._memory)
+            log.error("card records could not be made durable before exit", extra={"cards": left})
+        elif self.db_ok:
+            await self.drained(min(timeout_s, DRAIN_AT_EXIT_S))
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        for thread in self._threads:
+            await anyio.to_thread.run_sync(thread.join, timeout_s)
+        self._threads = []
+        self._db.shutdown(wait=False)
+        with self._spool_lock:
+            self.spool.close()
 
-    # ---- the writer: database within the bound, else the spool ---------------------------
+    # ---- the writer thread: the database within its budget, else the spool ---------------
     def _spooling(self) -> bool:
         # With the database known to be away but nothing spooled, each batch still tries it
-        # first (within the bound): the way back needs no probe of its own.
-        slow = self._slow is not None and not self._slow.done()
-        return slow or self._backlog.is_set()
+        # first (within its budget): the way back needs no probe of its own.
+        return (self._slow is not None and not self._slow.done()) or self._backlog.is_set()
 
-    async def _run(self) -> None:
-        while True:
-            await self._work.wait()
-            if not self._pending:
-                self._work.clear()
-                continue
-            if not self._flushing and len(self._pending) < BATCH:
-                # One timed wait per batch, bounded so the oldest record keeps its age bound.
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._gather_s)
-            batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
+    def _next_batch(self) -> list[_Entry] | None:
+        with self._cond:
+            while not self._pending:
+                if self._stopping.is_set():
+                    return None
+                self._cond.wait()
+            # Gather more records for one transaction, as long as the oldest can afford it.
+            while not self._flushing and len(self._pending) < BATCH and not self._stopping.is_set():
+                left = self._pending[0][0] + self._gather_s - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
             try:
-                await self._place(batch)
+                self._place([record for _, record, _ in batch], batch[0][0])
             except SpoolFull as exc:
-                await self._refuse(batch, exc)
+                self._refuse(batch, exc)
+                continue
+            except Exception as exc:  # a bug must not stop the writer: keep the batch, go on
+                log.exception("audit writer failed", extra={"error": type(exc).__name__})
+                self._requeue(batch)
+                self._stopping.wait(RETRY_MAX_S)
                 continue
             if self.refusing is not None:
                 log.warning("audit records are durable again; calls are taken")
-            self.refusing = None
+                self.refusing = None
             self._settle(batch)
 
-    async def _place(self, batch: list[_Entry]) -> None:
-        records = [record for _, record, _ in batch]
+    def _place(self, records: list[CardRecord], oldest: float) -> None:
         if not self._spooling():
-            deadline = batch[0][0] + self.max_age_s - self._fsync_budget_s
-            write = asyncio.ensure_future(anyio.to_thread.run_sync(self.store.add_cards, records))
-            done, _ = await asyncio.wait({write}, timeout=max(0.0, deadline - time.monotonic()))
-            if write in done and write.exception() is None:
+            write = self._db.submit(self.store.add_cards, records)
+            try:
+                write.result(timeout=max(0.0, oldest + self._db_budget_s - time.monotonic()))
                 self.db_ok = True
                 return
-            if write not in done:
+            except FutureTimeout:
                 self._slow = write  # it may still succeed: the spooled copy is then skipped
-                write.add_done_callback(lambda f: f.cancelled() or f.exception())
-            elif is_outage(write.exception()):  # type: ignore[arg-type]
-                self._down(write.exception())  # type: ignore[arg-type]
-            # else a data error: the drain writes the batch again one record at a time
-        async with self._lock:
-            await anyio.to_thread.run_sync(self.spool.append, records)
+            except Exception as exc:
+                if is_outage(exc):
+                    self._down(exc)
+                # else a data error: the drain writes the batch again one record at a time
+        with self._spool_lock:
+            self.spool.append(records)
         metrics.AUDIT_SPOOLED.inc(len(records))
         self._mark_backlog()
         self._publish()
 
-    async def _refuse(self, batch: list[_Entry], exc: SpoolFull) -> None:
+    def _refuse(self, batch: list[_Entry], exc: SpoolFull) -> None:
         if self.refusing is None:
             log.error(
                 "card records can be neither stored nor spooled; calls are refused",
@@ -247,37 +262,38 @@ class AuditWriter:
         self.refusing = exc.message
         # Records whose call still waits are refused with it (no card given); the others were
         # answered already, so they stay queued until the database or the spool takes them.
-        kept = []
-        for entry in batch:
-            waiter = entry[2]
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(SpoolFull(exc.message))
-            if waiter is None:
-                kept.append(entry)
-            else:
-                self._memory.pop(entry[1].uuid, None)
-                self._settled += 1
-        self._pending.extendleft(reversed(kept))
-        self._work.set()
+        kept = [entry for entry in batch if entry[2] is None]
+        refused = [entry for entry in batch if entry[2] is not None]
+        self._resolve([waiter for _, _, waiter in refused], SpoolFull(exc.message))
+        with self._cond:
+            for _, record, _ in refused:
+                self._memory.pop(record.uuid, None)
+            self._settled += len(refused)
+        self._requeue(kept)
         self._progress.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._progress.wait(), RETRY_MAX_S)
-        if not kept:
-            # Nothing left to retry with: let the next calls try (each waits for its own
-            # records, so a refusal is still a 503, only no longer an instant one).
+        if self._progress.wait(RETRY_MAX_S) or not kept:
+            # Let the next calls try (each waits for its own records, so a refusal is still
+            # a 503, only no longer an instant one).
             self.refusing = None
 
+    def _requeue(self, batch: list[_Entry]) -> None:
+        with self._cond:
+            self._pending.extendleft(reversed(batch))
+
     def _settle(self, batch: list[_Entry]) -> None:
-        for _, record, waiter in batch:
-            self._memory.pop(record.uuid, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        self._settled += len(batch)
-        ready = [f for target, f in self._waiters if target <= self._settled]
-        self._waiters = [(t, f) for t, f in self._waiters if t > self._settled]
-        for done in ready:
-            if not done.done():
-                done.set_result(None)
+        with self._cond:
+            for _, record, _ in batch:
+                self._memory.pop(record.uuid, None)
+            self._settled += len(batch)
+            ready = [f for target, f in self._waiters if target <= self._settled]
+            self._waiters = [(t, f) for t, f in self._waiters if t > self._settled]
+        futures: list[asyncio.Future[None] | None] = [waiter for _, _, waiter in batch]
+        self._resolve([*futures, *ready], None)
+
+    def _resolve(self, futures: Sequence[asyncio.Future[None] | None], error: Exception | None) -> None:
+        unique = {id(f): f for f in futures if f is not None}
+        if unique and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_finish, list(unique.values()), error)
 
     def _down(self, exc: BaseException) -> None:
         if self.db_ok:
@@ -294,35 +310,34 @@ class AuditWriter:
         metrics.AUDIT_SPOOL_RECORDS.set(len(self.spool.records))
         metrics.AUDIT_SPOOL_BYTES.set(self.spool.size)
 
-    # ---- the drain: spool -> database, in order ------------------------------------------
-    async def _drain(self) -> None:
+    # ---- the drain thread: spool -> database, in order -------------------------------------
+    def _drain(self) -> None:
         delay = RETRY_MIN_S
-        while True:
-            await self._backlog.wait()
-            if self._slow is not None and not self._slow.done():
-                await asyncio.wait({self._slow})  # one database write at a time
-            async with self._lock:
-                records, end = await anyio.to_thread.run_sync(self.spool.backlog, BATCH)
+        while not self._stopping.is_set():
+            if not self._backlog.wait(0.5):
+                continue
+            if self._slow is not None:
+                _wait_quietly(self._slow)  # one database write at a time
+            with self._spool_lock:
+                records, end = self.spool.backlog(BATCH)
             try:
-                refused = await anyio.to_thread.run_sync(self._write_each, records) if records else 0
+                refused = self._write_each(records) if records else 0
             except Exception as exc:
                 self._down(exc)
-                await asyncio.sleep(delay)  # back off while the database is away
+                self._stopping.wait(delay)  # back off while the database is away
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             delay = RETRY_MIN_S
-            async with self._lock:
-                await anyio.to_thread.run_sync(
-                    self.spool.written, records, end if records else self.spool.size
-                )
             if records and not self.db_ok:
                 log.warning("the audit database is back; the spool is being written")
             self.db_ok = True
+            with self._spool_lock:
+                # No readable record left: what remains of the file is nothing to replay.
+                self.spool.written(records, end if records else self.spool.size)
+                if self.spool.size == 0:
+                    self._backlog.clear()
+                    self._drained.set()
             metrics.AUDIT_REPLAYED.inc(len(records) - refused)
-            if self.spool.size == 0:
-                self._backlog.clear()
-                self._drained.set()
-            self.refusing = None  # the spool has room again
             self._progress.set()
             self._publish()
 
@@ -351,3 +366,19 @@ class AuditWriter:
                 metrics.AUDIT_QUARANTINED.inc()
                 refused += 1
         return refused
+
+
+def _finish(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for future in futures:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+def _wait_quietly(future: Future[None]) -> None:
+    try:
+        future.result()
+    except Exception:  # its batch is in the spool; the drain writes it
+        pass

@@ -14,10 +14,10 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.exc import DataError, OperationalError
 
+from service.errors import SpoolFull
 from service.store import audit as audit_module
 from service.store.audit import BATCH, AuditWriter
 from service.store.database import CardRecord, Store
-from service.errors import SpoolFull
 from service.store.spool import QUARANTINE, Spool, encode
 
 
