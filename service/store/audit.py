@@ -188,6 +188,7 @@ class AuditWriter:
         elif self.db_ok:
             await self.drained(min(timeout_s, DRAIN_AT_EXIT_S))
         self._stopping.set()
+        self._progress.set()
         with self._cond:
             self._cond.notify_all()
         for thread in self._threads:
@@ -205,8 +206,8 @@ class AuditWriter:
 
     def _next_batch(self) -> list[_Entry] | None:
         with self._cond:
-            while not self._pending:
-                if self._stopping.is_set():
+            while not self._pending or self._stopping.is_set():
+                if self._stopping.is_set():  # stop() has flushed what could be made durable
                     return None
                 self._cond.wait()
             # Gather more records for one transaction, as long as the oldest can afford it.
@@ -271,7 +272,7 @@ class AuditWriter:
             self._settled += len(refused)
         self._requeue(kept)
         self._progress.clear()
-        if self._progress.wait(RETRY_MAX_S) or not kept:
+        if self._progress.wait(RETRY_MAX_S) or not kept or self._stopping.is_set():
             # Let the next calls try (each waits for its own records, so a refusal is still
             # a 503, only no longer an instant one).
             self.refusing = None
