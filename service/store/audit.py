@@ -35,12 +35,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import anyio
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service import metrics
 from service.errors import SpoolFull
 from service.store.database import CardRecord, Store
+from service.store.replay import is_outage, reason_class, write_each
 from service.store.spool import Spool
 
 log = logging.getLogger("osteoguard.audit")
@@ -51,22 +50,6 @@ WAIT_DURABLE_S = 2.0  # a call that waits for its records to reach the spool wai
 DRAIN_AT_EXIT_S = 2.0  # a clean stop tries this long to empty the spool (else: next start)
 MIN_FREE_BYTES = 256 * 1024  # less free space than this on the spool's disk: not ready
 SPOOL_HEADROOM_BYTES = 4096  # with the database away, a spool this close to its bound: not ready
-_OUTAGES = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """The database is away, full or too slow (retry later), not refusing this data."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, _OUTAGES)
-
-
-def reason_class(exc: BaseException) -> str:
-    """The error's class (and the driver's), never its message: it may quote the data."""
-    orig = getattr(exc, "orig", None)
-    return type(exc).__name__ + (f"/{type(orig).__name__}" if orig is not None else "")
-
-
 _Entry = tuple[float, CardRecord, "asyncio.Future[None] | None"]
 
 
@@ -322,7 +305,7 @@ class AuditWriter:
             with self._spool_lock:
                 records, end = self.spool.backlog(BATCH)
             try:
-                refused = self._write_each(records) if records else 0
+                refused = write_each(self.store, self.spool, records) if records else 0
             except Exception as exc:
                 self._down(exc)
                 self._stopping.wait(delay)  # back off while the database is away
@@ -341,32 +324,6 @@ class AuditWriter:
             metrics.AUDIT_REPLAYED.inc(len(records) - refused)
             self._progress.set()
             self._publish()
-
-    def _write_each(self, records: list[CardRecord]) -> int:
-        """Write a batch; on a data error, one record at a time. Returns how many were
-        quarantined; an outage is raised (the batch is tried again later)."""
-        try:
-            self.store.add_cards(records)
-            return 0
-        except Exception as exc:
-            if is_outage(exc):
-                raise
-        refused = 0
-        for record in records:
-            try:
-                self.store.add_cards([record])
-            except Exception as exc:
-                if is_outage(exc):
-                    raise
-                reason = reason_class(exc)
-                self.spool.quarantine(record, reason)
-                log.error(
-                    "card audit record refused by the database; quarantined",
-                    extra={"rule_id": record.rule_id, "card": record.uuid, "reason": reason},
-                )
-                metrics.AUDIT_QUARANTINED.inc()
-                refused += 1
-        return refused
 
 
 def _finish(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
