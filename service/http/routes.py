@@ -73,6 +73,9 @@ async def call_feedback(service_id: str, request: Request) -> JsonResponse:
     batch = parse_batch(await read_json(request))
     audit = reg.audit
     uuids = [e.card for e in batch.feedback]
+    if audit is not None:
+        # Cards issued a moment ago reach the database first, where the database takes them.
+        await audit.flush(timeout_s=audit.max_age_s)
     try:
         # Cards this process issued are found in its memory or spool if not yet in the database.
         new, duplicates, snoozed = await anyio.to_thread.run_sync(

@@ -253,6 +253,8 @@ class AuditWriter:
             for _, record, _ in refused:
                 self._memory.pop(record.uuid, None)
             self._settled += len(refused)
+            ready = self._ready_waiters()
+        self._resolve(ready, None)
         self._requeue(kept)
         self._progress.clear()
         if self._progress.wait(RETRY_MAX_S) or not kept or self._stopping.is_set():
@@ -269,10 +271,14 @@ class AuditWriter:
             for _, record, _ in batch:
                 self._memory.pop(record.uuid, None)
             self._settled += len(batch)
-            ready = [f for target, f in self._waiters if target <= self._settled]
-            self._waiters = [(t, f) for t, f in self._waiters if t > self._settled]
+            ready = self._ready_waiters()
         futures: list[asyncio.Future[None] | None] = [waiter for _, _, waiter in batch]
         self._resolve([*futures, *ready], None)
+
+    def _ready_waiters(self) -> list[asyncio.Future[None] | None]:
+        ready: list[asyncio.Future[None] | None] = [f for t, f in self._waiters if t <= self._settled]
+        self._waiters = [(t, f) for t, f in self._waiters if t > self._settled]
+        return ready
 
     def _resolve(self, futures: Sequence[asyncio.Future[None] | None], error: Exception | None) -> None:
         unique = {id(f): f for f in futures if f is not None}
@@ -322,6 +328,7 @@ class AuditWriter:
                     self._backlog.clear()
                     self._drained.set()
             metrics.AUDIT_REPLAYED.inc(len(records) - refused)
+            self.refusing = None  # the spool has room again
             self._progress.set()
             self._publish()
 
