@@ -89,7 +89,9 @@ class CdsRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     hook: str = Field(min_length=1)
-    hookInstance: str = Field(min_length=1)
+    # A UUID in CDS Hooks; we take any text without control characters (a NUL byte cannot
+    # be stored by PostgreSQL, and no id needs a line break).
+    hookInstance: str = Field(min_length=1, pattern=r"^[^\x00-\x1f\x7f]+$")
     # Read only when data must be fetched from the FHIR server; checked there, so a malformed
     # value never fails a call that has all its prefetch.
     fhirServer: Any = None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 
 import anyio
 import httpx
@@ -40,10 +42,11 @@ from service.ruleset.docs import docs_base
 from service.ruleset.loader import load_ruleset
 from service.ruleset.model import RuleSet
 from service.ruleset.reload import RuleReloader
-from service.settings import Settings, check_serving, get_settings, patient_hash_key
+from service.settings import Settings, audit_spool_dir, check_serving, get_settings, patient_hash_key
 from service.store.audit import AuditWriter
 from service.store.database import Store
 from service.store.snoozes import SnoozeCache
+from service.store.spool import Spool
 from service.store.tokens import SqliteTokenLedger, StoreTokenLedger, token_ledger
 
 log = logging.getLogger("osteoguard")
@@ -125,6 +128,20 @@ def check_configuration(settings: Settings) -> None:
         raise ConfigurationError(f"OSTEOGUARD_DATABASE_URL: {exc.message} ({cause})") from None
     finally:
         store.close()
+    check_spool_dir(audit_spool_dir(settings))
+
+
+def check_spool_dir(folder: Path) -> None:
+    """The audit spool's folder can be made and written (or start-up refuses, naming it)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"OSTEOGUARD_AUDIT_SPOOL_DIR={str(folder)!r}: cannot be written ({type(exc).__name__})"
+        ) from None
 
 
 def create_app(settings: Settings | None = None, now: Callable[[], datetime] = utc_now) -> FastAPI:
@@ -150,12 +167,16 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         await anyio.to_thread.run_sync(store.open)  # applies migrations
         engine = RuleEngine(ruleset)
         http = new_http_client(settings.fhir_timeout_s)
-        audit = AuditWriter(store)
-        audit.start()
+        spool = Spool(audit_spool_dir(settings), settings.audit_spool_max_bytes)
+        audit = AuditWriter(store, spool, settings.audit_max_age_ms / 1000)
+        await audit.start()  # adopts (and so replays) spools left by processes that died
         snoozes = SnoozeCache(store, now, settings.snooze_refresh_s)
         await snoozes.start()
         app.state.verifier = None
         ledger = token_ledger(store)
+        # Calls need the main database itself (not just somewhere durable for their cards)
+        # when JWT ids are kept there: then an unreachable database makes the service unready.
+        app.state.calls_need_database = clients is not None and isinstance(ledger, StoreTokenLedger)
         if clients is not None:
             keys = KeyStore(http, deadline_s=settings.jwks_deadline_s, max_bytes=settings.jwks_max_bytes)
             app.state.verifier = Verifier(clients, keys, ledger)

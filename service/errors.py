@@ -14,6 +14,8 @@ Exception tree (status, stable code in the OperationOutcome)::
     │   └── UnknownCard           404  OG-404-CARD     feedback names a card never issued
     ├── PrefetchUnavailable       412  OG-412          needed data neither prefetched nor fetchable
     ├── StoreUnavailable          503  OG-503-STORE    the audit/feedback store cannot be used now
+    │   └── SpoolFull             503  OG-503-SPOOL    neither the database nor the audit spool can
+    │                                                  make a card record durable now
     ├── ConnectionLimit           503  OG-LIMIT        the HTTP server cut a connection off
     │   ├── HeaderFieldsTooLarge  431  OG-431          request line and headers over the limit
     │   ├── RequestTimeout        408  OG-408          headers or body not in within the deadline
@@ -65,6 +67,7 @@ __all__ = [
     "RequestTimeout",
     "RuleSetError",
     "ServiceError",
+    "SpoolFull",
     "StoreUnavailable",
     "TooManyConnections",
     "TrustedClientsError",
@@ -111,6 +114,8 @@ class TooManyConnections(ConnectionLimit):
     status_code = 503
     issue_code = "transient"
     error_code = "OG-503-CONN"
+
+
 class Overloaded(ServiceError):
     """The worker already has its bound of hook calls in flight; the client may retry soon.
 
@@ -121,6 +126,13 @@ class Overloaded(ServiceError):
     status_code = 503
     issue_code = "throttled"
     error_code = "OG-503-BUSY"
+
+
+class SpoolFull(StoreUnavailable):
+    """The audit spool is full or its disk refuses writes while the database is away: a card
+    cannot be recorded, so it is not given."""
+
+    error_code = "OG-503-SPOOL"
 
 
 class EngineError(ServiceError):

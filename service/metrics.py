@@ -62,6 +62,24 @@ CLIENT_GONE = Counter(
 # Read when scraped (no cost per request). Per worker: with PROMETHEUS_MULTIPROC_DIR a scrape
 # shows none (the multiprocess collector reads only the workers' files).
 IN_FLIGHT = Gauge("osteoguard_hook_calls_in_flight", "Hook calls being worked on by this worker")
+AUDIT_SPOOL_RECORDS = Gauge(
+    "osteoguard_audit_spool_records",
+    "Card records in the local audit spool, not yet in the database",
+    multiprocess_mode="livesum",
+)
+AUDIT_SPOOL_BYTES = Gauge(
+    "osteoguard_audit_spool_bytes", "Size of the local audit spool files", multiprocess_mode="livesum"
+)
+AUDIT_SPOOLED = Counter(
+    "osteoguard_audit_spooled_total", "Card records written to the local spool (database away or slow)"
+)
+AUDIT_REPLAYED = Counter(
+    "osteoguard_audit_replayed_total", "Card records written from the local spool to the database"
+)
+AUDIT_QUARANTINED = Counter(
+    "osteoguard_audit_quarantined_total",
+    "Card records the database refused on their own (kept in the spool folder's quarantine file)",
+)
 RULESET = Info("osteoguard_ruleset", "The rule set being served")
 RULESET_RELOADS = Counter("osteoguard_ruleset_reloads_total", "Rule-set reload attempts", ["outcome"])
 

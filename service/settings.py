@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from cds_hooks.errors import ConfigurationError, TrustedClientsError
 
@@ -81,6 +82,20 @@ class Settings(BaseSettings):
     # Load shedding: hook calls in flight per worker (service.http.edge).
     max_in_flight: int = Field(default=DEFAULT_MAX_IN_FLIGHT, ge=1, le=100_000)
     max_loop_lag_ms: float = Field(default=DEFAULT_MAX_LOOP_LAG_MS, ge=1, le=60_000)
+    # The card audit's local spool (service.store.spool), where records wait while the
+    # database is away: a folder (default: "audit-spool" beside the SQLite file, or in the
+    # working directory with PostgreSQL), its bound in bytes, and the longest a card record
+    # stays only in memory before it is in the database or fsynced in the spool.
+    audit_spool_dir: Path | None = None
+    audit_spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024, le=1024**4)
+    audit_max_age_ms: int = Field(default=200, ge=20, le=60_000)
+
+    @field_validator("audit_spool_dir")
+    @classmethod
+    def _spool_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and value.exists() and not value.is_dir():
+            raise ValueError("exists and is not a folder")
+        return value
 
     @field_validator("fhir_private_servers")
     @classmethod
@@ -207,6 +222,18 @@ def patient_hash_key(settings: Settings) -> bytes | None:
     if settings.patient_hash_key:
         return settings.patient_hash_key.encode()
     return None
+
+
+def audit_spool_dir(settings: Settings) -> Path:
+    """Where the audit spool lives: the setting, else beside the SQLite file (where the token
+    ledger also lives), else ``audit-spool`` in the working directory (the image's data
+    volume, /var/lib/osteoguard)."""
+    if settings.audit_spool_dir is not None:
+        return settings.audit_spool_dir
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).parent / "audit-spool"
+    return Path("audit-spool")
 
 
 @lru_cache

@@ -5,7 +5,9 @@ The rule documentation pages have their own router (:mod:`service.http.ruledocs`
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 import anyio
 from fastapi import APIRouter, Depends, Request
@@ -15,7 +17,7 @@ from cds_hooks.feedback import parse_batch
 from cds_hooks.models import to_json_dict
 from cds_hooks.trust import DEFAULT_SETTINGS
 from service import metrics
-from service.errors import StoreUnavailable, UnknownService
+from service.errors import StoreUnavailable, UnknownCard, UnknownService
 from service.http.auth import authenticate
 from service.http.body import JsonResponse, read_json
 from service.http.edge import note_access
@@ -28,6 +30,10 @@ log = logging.getLogger("osteoguard.api")
 router = APIRouter(dependencies=[Depends(authenticate)])
 # Operational endpoints: probes and metrics, never authenticated (kept off the ingress).
 ops_router = APIRouter()
+# Before a 404 for an unknown card, the database is asked again once this long after the
+# audit's age bound: another replica may have issued it a moment ago (its record reaches the
+# database within the bound, unless that replica is spooling).
+RECHECK_MARGIN_S = 0.1
 
 
 def registry(request: Request) -> Registry:
@@ -63,12 +69,31 @@ async def call_feedback(service_id: str, request: Request) -> JsonResponse:
         raise UnknownService(f"no CDS service with id {service_id!r}")
     if reg.store is None:
         raise StoreUnavailable("feedback cannot be stored: no store is configured")
+    arrived = time.monotonic()
     batch = parse_batch(await read_json(request))
-    if reg.audit is not None:
-        await reg.audit.flush()  # cards issued a moment ago are in the audit before we look
-    new, duplicates, snoozed = await anyio.to_thread.run_sync(
-        record_feedback, reg.store, reg.ruleset, service_id, batch, reg.now()
-    )
+    audit = reg.audit
+    uuids = [e.card for e in batch.feedback]
+    if audit is not None:
+        # Cards issued a moment ago reach the database first, where the database takes them.
+        await audit.flush(timeout_s=audit.max_age_s)
+    try:
+        # Cards this process issued are found in its memory or spool if not yet in the database.
+        new, duplicates, snoozed = await anyio.to_thread.run_sync(
+            record_feedback,
+            reg.store,
+            reg.ruleset,
+            service_id,
+            batch,
+            reg.now(),
+            audit.known(uuids) if audit else {},
+        )
+    except UnknownCard:
+        if audit is None:
+            raise
+        await asyncio.sleep(max(0.0, arrived + audit.max_age_s + RECHECK_MARGIN_S - time.monotonic()))
+        new, duplicates, snoozed = await anyio.to_thread.run_sync(
+            record_feedback, reg.store, reg.ruleset, service_id, batch, reg.now(), audit.known(uuids)
+        )
     if reg.snoozes is not None:
         reg.snoozes.add(snoozed)  # this replica honours the snooze at once
     log.info("feedback stored", extra={"service": service_id, "new": new, "duplicates": duplicates})
@@ -88,12 +113,25 @@ async def healthz() -> JsonResponse:
 
 @ops_router.get("/readyz")
 async def readyz(request: Request) -> JsonResponse:
-    """Ready when the rules are loaded and the store answers."""
+    """Ready when the rules are loaded and every card can be made durable: in the database,
+    or, while it is away, in the audit spool (``store: degraded, spooling``). Not ready when
+    the spool is full or cannot be written, or when calls need the database itself (JWT ids
+    kept in PostgreSQL) and it does not answer."""
     reg = registry(request)
+    store_state = "ok"
     if reg.store is not None:
         try:
             await anyio.to_thread.run_sync(reg.store.ping)
+            reachable = True
         except Exception:
-            log.warning("readiness: store unreachable")
-            return JsonResponse({"status": "unavailable", "reason": "store unreachable"}, status_code=503)
-    return JsonResponse({"status": "ready", "ruleset": reg.ruleset.name, "version": reg.ruleset.version})
+            reachable = False
+        durable, state = reg.audit.health() if reg.audit is not None else (reachable, "ok")
+        if not reachable and (reg.audit is None or getattr(request.app.state, "calls_need_database", False)):
+            durable, state = False, "store unreachable"
+        if not durable:
+            log.warning("readiness: %s", state)
+            return JsonResponse({"status": "unavailable", "reason": state}, status_code=503)
+        store_state = state if reachable else "degraded, spooling"
+    return JsonResponse(
+        {"status": "ready", "ruleset": reg.ruleset.name, "version": reg.ruleset.version, "store": store_state}
+    )

@@ -13,7 +13,8 @@ the store is the memory of what was shown, so suppression holds across replicas.
 
 Nothing here waits for the database, except the repeat check (only for callers that ask for
 suppression, at order-sign and medication-refill): the snooze cache is in memory and the
-audit writer is a queue.
+audit writer is a queue. While the database is away, a call waits for its records to be
+fsynced in the audit spool (service.store.audit).
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ class Recorder:
             kept and drafted and caller.settings.repeat_alerts == "suppress" and service.hook in REPEAT_HOOKS
         ):
             if self.audit is not None:
-                await self.audit.flush()  # a card this replica showed a moment ago is in the store
+                # A card this replica showed a moment ago is in the store (or, while the
+                # database is away, in the spool: then the repeat check cannot see it).
+                await self.audit.flush(timeout_s=self.audit.max_age_s * 2)
             query = RepeatQuery(
                 client_iss=iss,
                 patient_key=patient_key,
@@ -179,7 +182,9 @@ class Recorder:
                 if (c.rule_id, c.evidence_fingerprint) in shown:
                     dispositions[id(c)] = SUPPRESSED
         if self.audit is not None:
-            self.audit.submit(
+            # Queued (and, while the database is away, fsynced in the spool) before any card is
+            # given; a SpoolFull here is a 503 with no cards.
+            await self.audit.durable(
                 [
                     CardRecord(
                         uuid=str(c.card.uuid),

@@ -9,19 +9,27 @@ snoozes, from the audit, so it can hold only while the card would rest on the sa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from cds_hooks.errors import RequestError, UnknownCard
 from cds_hooks.feedback import FeedbackBatch, fingerprint
 from service.ruleset.model import RuleSet
-from service.store.database import FeedbackRecord, SnoozeRecord, Store
+from service.store.database import CardRecord, FeedbackRecord, SnoozeRecord, Store
 
 
 def record_feedback(
-    store: Store, ruleset: RuleSet, service_id: str, batch: FeedbackBatch, now: datetime
+    store: Store,
+    ruleset: RuleSet,
+    service_id: str,
+    batch: FeedbackBatch,
+    now: datetime,
+    not_yet_stored: Mapping[str, CardRecord] | None = None,
 ) -> tuple[int, int, list[SnoozeRecord]]:
-    """Validate a batch against the audit and store it; returns (new, duplicates, snoozes)."""
-    issued = store.cards_by_uuid(e.card for e in batch.feedback)
+    """Validate a batch against the audit and store it; returns (new, duplicates, snoozes).
+    ``not_yet_stored``: cards this process issued whose records are still in memory or in the
+    audit spool; they count as issued."""
+    issued = {**(not_yet_stored or {}), **store.cards_by_uuid(e.card for e in batch.feedback)}
     snooze = next(r for r in ruleset.override_reasons if r.snooze)
     entries: list[FeedbackRecord] = []
     snooze_rows: list[SnoozeRecord] = []

@@ -388,10 +388,27 @@ def test_only_tmp_and_the_data_dir_are_writable(render: Render) -> None:
     writable = {
         m["mountPath"]: m["name"] for m in container(objects)["volumeMounts"] if not m.get("readOnly")
     }
-    assert sorted(writable) == ["/tmp", "/var/lib/osteoguard"]
+    assert sorted(writable) == ["/tmp", "/var/lib/osteoguard", "/var/lib/osteoguard/audit-spool"]
     assert all(
         "emptyDir" in volumes[name] and volumes[name]["emptyDir"]["sizeLimit"] for name in writable.values()
     )
+
+
+def test_the_audit_spool_has_its_own_volume_and_settings(render: Render) -> None:
+    objects = render({"audit": {"maxAgeMs": 150, "spool": {"maxBytes": 134217728, "sizeLimit": "512Mi"}}})
+    variables = env(objects)
+    assert variables["OSTEOGUARD_AUDIT_SPOOL_DIR"] == "/var/lib/osteoguard/audit-spool"
+    assert variables["OSTEOGUARD_AUDIT_SPOOL_MAX_BYTES"] == "134217728"
+    assert variables["OSTEOGUARD_AUDIT_MAX_AGE_MS"] == "150"
+    volumes = {v["name"]: v for v in server_pod(objects)["volumes"]}
+    assert volumes["audit-spool"] == {"name": "audit-spool", "emptyDir": {"sizeLimit": "512Mi"}}
+
+
+def test_the_audit_spool_can_live_on_an_existing_claim(render: Render) -> None:
+    objects = render({"audit": {"spool": {"existingClaim": "osteoguard-spool"}}})
+    volumes = {v["name"]: v for v in server_pod(objects)["volumes"]}
+    assert volumes["audit-spool"]["persistentVolumeClaim"] == {"claimName": "osteoguard-spool"}
+    assert env(objects)["OSTEOGUARD_AUDIT_SPOOL_MAX_BYTES"] == "268435456"
 
 
 def test_service_links_are_off(render: Render) -> None:

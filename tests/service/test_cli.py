@@ -204,6 +204,19 @@ def test_serve_with_a_bad_limit_is_exit_2_naming_it(
     assert err.count("\n") == 1 and err.startswith(f"osteoguard: {variable}=")
 
 
+def test_serve_with_an_audit_spool_dir_that_cannot_be_written_is_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("OSTEOGUARD_AUTH", "off")
+    monkeypatch.setenv("OSTEOGUARD_DATABASE_URL", f"sqlite:///{tmp_path / 'og.db'}")
+    monkeypatch.setenv("OSTEOGUARD_AUDIT_SPOOL_DIR", str(blocked / "spool"))
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "OSTEOGUARD_AUDIT_SPOOL_DIR" in err and "cannot be written" in err
+
+
 def test_serve_with_a_listed_fhir_server_that_is_not_a_url_is_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import ConfigurationError
-from service.settings import get_settings, load_settings, patient_hash_key
+from service.settings import audit_spool_dir, get_settings, load_settings, patient_hash_key
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +43,11 @@ def refused(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> str:
         ("OSTEOGUARD_CORS_ORIGINS", "ehr.example.org"),
         ("OSTEOGUARD_DATABASE_URL", "mysql://u:p@db/x"),
         ("OSTEOGUARD_PATIENT_HASH_KEY_FILE", "/no/such/key"),
+        ("OSTEOGUARD_AUDIT_SPOOL_MAX_BYTES", "1000"),
+        ("OSTEOGUARD_AUDIT_SPOOL_MAX_BYTES", "lots"),
+        ("OSTEOGUARD_AUDIT_MAX_AGE_MS", "0"),
+        ("OSTEOGUARD_AUDIT_MAX_AGE_MS", "120000"),
+        ("OSTEOGUARD_AUDIT_SPOOL_DIR", "/etc/hostname"),
     ],
 )
 def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -75,3 +80,18 @@ def test_good_values_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OSTEOGUARD_DATABASE_URL", "postgresql://u:p@db/x")
     settings = load_settings()
     assert settings.public_url == "https://osteoguard.example.org/base"
+
+
+@pytest.mark.parametrize(
+    ("database_url", "spool"),
+    [
+        ("sqlite:////var/lib/osteoguard/osteoguard.db", "/var/lib/osteoguard/audit-spool"),
+        ("sqlite:///./og.db", "audit-spool"),
+        ("postgresql://u:p@db/osteoguard", "audit-spool"),
+    ],
+)
+def test_the_audit_spool_defaults_to_beside_the_sqlite_file_or_the_working_directory(
+    database_url: str, spool: str
+) -> None:
+    assert audit_spool_dir(load_settings(database_url=database_url)) == Path(spool)
+    assert audit_spool_dir(load_settings(audit_spool_dir="/data/spool")) == Path("/data/spool")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -286,13 +289,17 @@ def test_generated_patient_key_is_shared_through_the_database(database_url: str,
 
 
 # ---- readiness --------------------------------------------------------------------------------
-def test_readyz_reports_an_unreachable_store(app_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readyz_reports_an_unreachable_store_as_degraded_while_cards_can_be_spooled(
+    app_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert app_client.get("/readyz").json()["store"] == "ok"
+
     def down() -> None:
         raise ConnectionError("database went away")
 
     monkeypatch.setattr(app_client.app.state.registry.store, "ping", down)  # type: ignore[attr-defined]
     response = app_client.get("/readyz")
-    assert response.status_code == 503 and response.json()["status"] == "unavailable"
+    assert response.status_code == 200 and response.json()["store"] == "degraded, spooling"
 
 
 def test_snooze_on_one_replica_reaches_another_on_its_next_refresh(database_url: str, clock: Clock) -> None:
@@ -327,3 +334,57 @@ def test_feedback_with_the_database_away_is_503(app_client: TestClient) -> None:
         store.engine = real
     assert response.status_code == 503
     assert response.json()["issue"][0]["details"]["coding"][0]["code"] == "OG-503-STORE"
+
+
+# ---- feedback never meets a false 404 ---------------------------------------------------------
+def test_feedback_for_a_card_still_in_the_spool_is_stored_not_404(
+    app_client: TestClient, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = app_client.app.state.registry  # type: ignore[attr-defined]
+    real = registry.store.add_cards
+
+    def away(records: Any) -> None:
+        raise OperationalError("INSERT", {}, ConnectionRefusedError("the database went away"))
+
+    monkeypatch.setattr(registry.store, "add_cards", away)  # reads work, card writes do not
+    card = issue(app_client, "spooled-1", e2=6.0)["low-estradiol"]
+    assert app_client.portal.call(registry.audit.flush, 5)  # type: ignore[union-attr]
+    assert card["uuid"] in registry.audit.spool.records
+    response = app_client.post(FEEDBACK, json={"feedback": [entry(card)]})
+    assert response.status_code == 200 and response.json()["stored"] == 1
+    monkeypatch.setattr(registry.store, "add_cards", real)  # the database is back: the spool drains
+    assert app_client.portal.call(registry.audit.drained, 10)  # type: ignore[union-attr]
+    assert card["uuid"] in {row["uuid"] for row in rows(database_url, cards)}
+
+
+def test_feedback_to_another_replica_right_after_the_answer_is_not_404(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "shared.db"
+    settings = make_settings(database_url=f"sqlite:///{path}", patient_hash_key="shared")
+    with (
+        TestClient(create_app(settings, now=clock)) as one,
+        TestClient(create_app(settings, now=clock)) as two,
+    ):
+        # Another writer holds the database for 100 ms: the first replica's audit write waits.
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.1, holder.rollback)
+        release.start()
+        try:
+            card = issue(one, "replica-1", e2=6.0)["low-estradiol"]
+            response = two.post(FEEDBACK, json={"feedback": [entry(card)]})
+        finally:
+            release.join()
+            holder.close()
+    assert response.status_code == 200, response.text
+
+
+def test_a_hook_instance_with_control_characters_is_400_and_records_nothing(
+    app_client: TestClient, database_url: str
+) -> None:
+    body = order_sign("nul-1", e2=6.0)
+    body["hookInstance"] = "d1577c69\x00-dfbe"
+    response = app_client.post(SIGN, json=body)
+    assert response.status_code == 400 and "hookInstance" in response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert app_client.portal.call(app_client.app.state.registry.audit.flush, 5)  # type: ignore[attr-defined]
+    assert rows(database_url, cards) == []

@@ -2,7 +2,9 @@
 really stopped and started again (the session's shared server is never touched).
 
 With JWT on, every call writes its ``jti`` to the store: while the server is away a call must
-be a fast 503 the EHR may retry, never a 500, and ``/readyz`` must say so.
+be a fast 503 the EHR may retry, never a 500, and ``/readyz`` must say so. Without JWT, calls
+go on while the server is away: their card records wait in the audit spool, and every one is
+in the database once it is back.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.store.database import Store
 from tests.builders import order_sign
 from tests.cds_hooks.test_jwt import BASE, SIGN, JwksServer, clients_file, token
 from tests.conftest import make_settings
 
 BINDIRS = sorted(d for d in glob.glob("/usr/lib/postgresql/*/bin") if os.access(f"{d}/initdb", os.X_OK))
+OUTAGE_S = 4.5  # how long the no-loss test keeps PostgreSQL stopped while calls go on
 FAST_S = 3.0  # a 503 while the store is away comes in well under this (connect timeout: 2 s)
 
 
@@ -121,3 +125,37 @@ def test_jwt_calls_are_a_fast_503_while_postgresql_is_stopped_and_recover_after(
         own_postgres.start()
         assert signed_call(client)[0] == 200
         assert client.get("/readyz").status_code == 200
+
+
+def card_uuids(client: TestClient, pid: str) -> list[str]:
+    response = client.post(SIGN, json=order_sign(pid, e2=6.0))
+    assert response.status_code == 200, response.text
+    return [card["uuid"] for card in response.json()["cards"]]
+
+
+def test_no_card_record_is_lost_while_postgresql_is_stopped_and_every_one_is_written_after(
+    tmp_path: Path, own_postgres: OwnPostgres
+) -> None:
+    settings = make_settings(tmp_path, database_url=own_postgres.url, audit_spool_dir=tmp_path / "spool")
+    issued: list[str] = []
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        audit = client.app.state.registry.audit  # type: ignore[attr-defined]
+        issued += card_uuids(client, "before")
+        own_postgres.stop()
+        outage_started = time.monotonic()
+        i = 0
+        # Longer than the old writer's retries (about 4.3 s, then it dropped the batch).
+        while time.monotonic() - outage_started < OUTAGE_S:
+            issued += card_uuids(client, f"during-{i}")  # every call answered, with its cards
+            i += 1
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["store"] == "degraded, spooling"
+        assert len(audit.spool.records) > 0
+        own_postgres.start()
+        assert client.portal.call(audit.drained, 15)  # type: ignore[union-attr]
+        assert client.get("/readyz").json()["store"] == "ok"
+    store = Store(own_postgres.url)
+    try:
+        assert set(store.cards_by_uuid(issued)) == set(issued)
+    finally:
+        store.close()
