@@ -49,6 +49,12 @@ def make_settings(tmp_path: Path | None = None, **overrides: object) -> Settings
     # Never the default ./osteoguard.db: a test must not write into the working tree.
     folder = tmp_path if tmp_path is not None else Path(tempfile.mkdtemp(prefix="osteoguard-test-"))
     values["database_url"] = f"sqlite:///{folder / 'osteoguard.db'}"
+    # Beside the database, as by default; stated so that a test overriding the database with
+    # PostgreSQL does not spool into the working directory (the checkout).
+    values["audit_spool_dir"] = folder / "audit-spool"
+    # Load shedding by the event loop's lag answers 503 when the machine is busy (a test run
+    # beside others); only the shedding tests (tests/service/http/test_edge.py) want it.
+    values["max_loop_lag_ms"] = 60_000
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
