@@ -19,7 +19,7 @@ def request_id(scope: Scope) -> str:
     """The caller's ``X-Request-ID`` when it is a safe token, else a new random one."""
     for key, value in scope["headers"]:
         if key == b"x-request-id":
-            given = value.decode("latin-1")
+            given: str = value.decode("latin-1")
             if _SAFE.match(given):
                 return given
             break
