@@ -24,7 +24,7 @@ from service.errors import RuleSetError, StoreUnavailable
 from service.http import handlers
 from service.http.cors import LoggedCORS
 from service.http.edge import Edge
-from service.http.routes import ops_router, router
+from service.http.routes import cds_routes, ops_router
 from service.http.ruledocs import docs_router
 from service.logs import configure_logging, quiet_libraries
 from service.metrics import (
@@ -232,8 +232,12 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # FastAPI's own OpenTelemetry off: its spans and exception logs would carry paths and
+        # foreign exception messages (SPEC §9), our metrics are Prometheus (service.metrics),
+        # and asking the global providers whether it is on cost about 3 µs a request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.include_router(router)
+    app.router.routes.extend(cds_routes)  # plain Starlette routes (service.http.routes)
     app.include_router(ops_router)
     app.include_router(docs_router)  # public: the rule documentation holds no patient data
     app.add_middleware(

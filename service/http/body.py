@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from service.errors import BodyTooLarge, InvalidJson
 
@@ -19,19 +20,32 @@ class JsonResponse(Response):
 
 
 async def read_json(request: Request) -> Any:
-    """The request body as JSON, refusing bodies over the configured limit before parsing."""
+    """The request body as JSON, refusing bodies over the configured limit before parsing.
+
+    Reads the ASGI messages itself: Starlette's ``Request.stream()`` and ``Headers`` cost a few
+    µs a hook call for nothing used here.
+    """
     limit: int = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"request body exceeds {limit} bytes")
+    for key, value in request.scope["headers"]:
+        if key == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise BodyTooLarge(f"request body exceeds {limit} bytes")
+            break
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"request body exceeds {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -1,17 +1,27 @@
 """HTTP routes: discovery, hook calls and health. Thin: all logic is in the registry.
 
-The rule documentation pages have their own router (:mod:`service.http.ruledocs`).
+The CDS Hooks endpoints (:data:`cds_routes`) are plain Starlette routes, each built by
+:func:`cds_route`, which puts the JWT check in front of it. FastAPI's request and dependency
+machinery (solving the signature, a dependency, an exit stack) does nothing these endpoints
+need (they read the raw JSON body) and took about 100-170 µs of a hook call (in-process, the
+pipeline stubbed: 270-360 -> 140-260 µs). Their errors go through the same exception handlers
+(:mod:`service.http.handlers`). The probes and metrics stay FastAPI routes
+(:data:`ops_router`); the rule documentation pages have their own router
+(:mod:`service.http.ruledocs`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.routing import Route
 
 from cds_hooks.feedback import parse_batch
 from cds_hooks.models import to_json_dict
@@ -26,8 +36,6 @@ from service.pipeline.registry import Registry
 from service.store.feedback import record_feedback
 
 log = logging.getLogger("osteoguard.api")
-# The CDS Hooks endpoints: discovery, the services and feedback, each behind the JWT check.
-router = APIRouter(dependencies=[Depends(authenticate)])
 # Operational endpoints: probes and metrics, never authenticated (kept off the ingress).
 ops_router = APIRouter()
 # Before a 404 for an unknown card, the database is asked again once this long after the
@@ -41,13 +49,28 @@ def registry(request: Request) -> Registry:
     return reg
 
 
-@router.get("/cds-services")
-async def discovery(request: Request) -> JsonResponse:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def cds_route(path: str, endpoint: Endpoint, method: str) -> Route:
+    """A CDS Hooks endpoint: a Starlette route whose caller's JWT is verified first."""
+
+    @functools.wraps(endpoint)
+    async def authenticated(request: Request) -> Response:
+        await authenticate(request)
+        return await endpoint(request)
+
+    route = Route(path, authenticated, methods=[method])
+    route.methods = {method}  # Starlette adds HEAD to a GET route; the CDS routes never had it
+    return route
+
+
+async def discovery(request: Request) -> Response:
     return JsonResponse(to_json_dict(registry(request).discovery()))
 
 
-@router.post("/cds-services/{service_id}")
-async def call_service(service_id: str, request: Request) -> JsonResponse:
+async def call_service(request: Request) -> Response:
+    service_id: str = request.path_params["service_id"]
     payload = await read_json(request)
     iss = getattr(request.state, "client_iss", None)
     trust = getattr(request.app.state, "trust", None)
@@ -62,8 +85,8 @@ async def call_service(service_id: str, request: Request) -> JsonResponse:
     return JsonResponse(to_json_dict(response))
 
 
-@router.post("/cds-services/{service_id}/feedback")
-async def call_feedback(service_id: str, request: Request) -> JsonResponse:
+async def call_feedback(request: Request) -> Response:
+    service_id: str = request.path_params["service_id"]
     reg = registry(request)
     if service_id not in reg.services:
         raise UnknownService(f"no CDS service with id {service_id!r}")
@@ -98,6 +121,14 @@ async def call_feedback(service_id: str, request: Request) -> JsonResponse:
         reg.snoozes.add(snoozed)  # this replica honours the snooze at once
     log.info("feedback stored", extra={"service": service_id, "new": new, "duplicates": duplicates})
     return JsonResponse({"stored": new, "duplicates": duplicates})
+
+
+# The CDS Hooks endpoints: discovery, the services and feedback, each behind the JWT check.
+cds_routes = [
+    cds_route("/cds-services", discovery, "GET"),
+    cds_route("/cds-services/{service_id}", call_service, "POST"),
+    cds_route("/cds-services/{service_id}/feedback", call_feedback, "POST"),
+]
 
 
 @ops_router.get("/metrics")
