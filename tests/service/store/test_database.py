@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
-from service.store.database import Store
+import pytest
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.store.database import CARD_COLUMNS, CardRecord, Store, cards
 
 
 def test_seen_tokens_are_kept_until_they_expire(database_url: str) -> None:
@@ -71,3 +75,76 @@ def test_sqlite_token_ledger_keeps_ids_from_the_old_layout(tmp_path: object) -> 
     with sqlite3.connect(path) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"jti_seen"}
+
+
+def _card(uuid: str, **changes: object) -> CardRecord:
+    fields: dict[str, object] = {
+        "uuid": uuid,
+        "rule_id": "baseline-dexa",
+        "service_id": "anastrozole-bone-order-select",
+        "hook": "order-select",
+        "hook_instance": "hi-1",
+        "ruleset_version": "2026.11",
+        "patient_key": "p" * 64,
+        "suggestion_uuids": ("s-1", "s-2"),
+        "issued_at": datetime(2026, 11, 28, 12, 0, 0, 7, tzinfo=UTC),
+        "evidence_fingerprint": "e" * 64,
+        "weekly_dose": 7.0,
+        "client_iss": "https://ehr",
+        "encounter_key": "n" * 64,
+        "draft_key": "d" * 64,
+        "disposition": "silent",
+    }
+    fields.update(changes)
+    return CardRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_add_cards_stores_rows_as_sqlalchemy_core_stores_them(database_url: str) -> None:
+    # add_cards hands tuples to the driver itself; reads, range queries and older rows go
+    # through SQLAlchemy's types, so each column must hold exactly what Core would have written.
+    store = Store(database_url, b"k")
+    store.open()
+    try:
+        fast, core = _card("fast"), _card("core")
+        store.add_cards([fast, _card("no-extras", evidence_fingerprint=None, weekly_dose=None)])
+        row = {c: getattr(core, c) for c in CARD_COLUMNS}
+        row["suggestion_uuids"] = json.dumps(list(core.suggestion_uuids))
+        with store.engine.begin() as conn:
+            conn.execute(cards.insert(), [row])
+            raw = conn.exec_driver_sql(
+                f"SELECT uuid, {', '.join(CARD_COLUMNS[1:])} FROM cards WHERE uuid IN ('fast', 'core')"
+            ).all()
+        by_uuid = {r[0]: r[1:] for r in raw}
+        assert by_uuid["fast"] == by_uuid["core"]
+        got = store.cards_by_uuid(["fast", "no-extras"])
+        assert got["fast"] == fast
+        assert got["no-extras"].evidence_fingerprint is None and got["no-extras"].weekly_dose is None
+    finally:
+        store.close()
+
+
+def test_add_cards_skips_uuids_already_stored_and_keeps_the_first(database_url: str) -> None:
+    store = Store(database_url, b"k")
+    store.open()
+    try:
+        store.add_cards([_card("one"), _card("two")])
+        store.add_cards([_card("two", rule_id="other"), _card("two", rule_id="other"), _card("three")])
+        got = store.cards_by_uuid(["one", "two", "three"])
+        assert set(got) == {"one", "two", "three"} and got["two"].rule_id == "baseline-dexa"
+    finally:
+        store.close()
+
+
+def test_a_card_row_the_database_refuses_is_a_wrapped_data_error(database_url: str) -> None:
+    # replay.is_outage tells an outage from a data error by SQLAlchemy's wrapped exception types.
+    from service.store.replay import is_outage
+
+    store = Store(database_url, b"k")
+    store.open()
+    try:
+        with pytest.raises(SQLAlchemyError) as caught:
+            store.add_cards([_card("bad", rule_id=None)])  # NOT NULL
+        assert not is_outage(caught.value)
+        assert store.cards_by_uuid(["bad"]) == {}
+    finally:
+        store.close()
