@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import SQLAlchemyError
@@ -148,3 +151,55 @@ def test_a_card_row_the_database_refuses_is_a_wrapped_data_error(database_url: s
         assert store.cards_by_uuid(["bad"]) == {}
     finally:
         store.close()
+
+
+def test_the_token_ledger_checkpoints_in_its_own_thread_not_on_the_loop(tmp_path: Path) -> None:
+    # A checkpoint fsyncs the WAL and the file; on the loop's connection that stalled every call.
+    from service.store import tokens
+
+    ledger = tokens.SqliteTokenLedger(tmp_path / "og.tokens.db")
+    try:
+        loop_connection = ledger._db.execute("PRAGMA wal_autocheckpoint").fetchall()
+        assert loop_connection == [(tokens.BACKSTOP_PAGES,)]  # only if the thread falls behind
+        expires = datetime(2030, 1, 1, tzinfo=UTC)
+
+        async def remember(n: int) -> None:
+            for i in range(n):
+                assert await ledger.remember("iss", f"jti-{i}", expires)
+
+        asyncio.run(remember(tokens.CHECKPOINT_EVERY))
+        assert ledger.checkpointed.wait(10)
+        asyncio.run(ledger.remember("iss", "one-more", expires))
+        other = sqlite3.connect(tmp_path / "og.tokens.db")
+        try:
+            ((_busy, frames, _copied),) = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            other.close()
+        assert frames <= 4  # the thread caught up, so the WAL started over
+    finally:
+        ledger.close()
+    assert not ledger._checkpointer.is_alive()
+
+
+def test_the_token_ledger_forgets_expired_ids_a_chunk_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.store import tokens
+
+    monkeypatch.setattr(tokens, "PURGE_CHUNK", 7)
+    ledger = tokens.SqliteTokenLedger(tmp_path / "og.tokens.db")
+    try:
+        old, live = datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC)
+
+        async def fill() -> None:
+            for i in range(30):
+                await ledger.remember("iss", f"old-{i}", old)
+            for i in range(3):
+                await ledger.remember("iss", f"live-{i}", live)
+
+        asyncio.run(fill())
+        assert ledger.forget_expired(datetime(2030, 1, 1, 12, tzinfo=UTC)) == 30
+        assert asyncio.run(ledger.remember("iss", "old-0", old)) is True  # forgotten
+        assert asyncio.run(ledger.remember("iss", "live-0", live)) is False  # still a replay
+    finally:
+        ledger.close()
