@@ -100,11 +100,16 @@ class AuditWriter:
         waiter = asyncio.get_running_loop().create_future() if spooling else None
         now = time.monotonic()
         with self._cond:
+            idle = not self._pending
             for record in records:
                 self._pending.append((now, record, waiter))
                 self._memory[record.uuid] = record
             self._submitted += len(records)
-            self._cond.notify()
+            # Wake the writer only when it waits for a first record or a batch is full: while
+            # it gathers, it wakes at the oldest record's deadline anyway, and a wake-up per
+            # call cost the event loop a GIL hand-over each time.
+            if idle or len(self._pending) >= BATCH:
+                self._cond.notify()
         return waiter
 
     async def durable(self, records: Sequence[CardRecord]) -> None:

@@ -90,6 +90,37 @@ def test_records_that_arrive_while_gathering_share_one_batch(tmp_path: Path) -> 
     assert run(scenario, tmp_path).batches == [["card-1", "card-2", "card-3"]]
 
 
+class CountingCondition(threading.Condition):
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified = 0
+
+    def notify(self, n: int = 1) -> None:
+        self.notified += 1
+        super().notify(n)
+
+
+def test_calls_wake_the_gathering_writer_once_not_once_each(tmp_path: Path) -> None:
+    # Each wake-up is a GIL hand-over from the event loop to the writer thread.
+    store, counting = RecordingStore(), CountingCondition()
+
+    async def main() -> int:
+        writer = AuditWriter(store, Spool(tmp_path, 1 << 20), max_age_s=3600.0)  # type: ignore[arg-type]
+        writer._cond = counting
+        await writer.start()
+        try:
+            for i in range(50):
+                writer.submit([record(i)])
+            woken = counting.notified
+            await asyncio.wait_for(writer.flush(), 20)
+            return woken
+        finally:
+            await asyncio.wait_for(writer.stop(), 20)
+
+    assert asyncio.run(main()) == 1
+    assert store.batches == [[f"card-{i}" for i in range(50)]]
+
+
 def test_a_full_batch_is_written_without_waiting_for_a_flush(tmp_path: Path) -> None:
     store_seen: list[RecordingStore] = []
 
