@@ -264,8 +264,12 @@ class Bench:
                 break
             # The tokens ran out (replays answered 401, which are quick, so this overshoots).
             estimate = max(estimate * 2, r["rps"])
-        if r["non2xx"] or r["errors"]:
+        if r["errors"]:
             raise RuntimeError(f"{target.name}: {r['non2xx']} non-2xx, {r['errors']} socket errors")
+        if r["non2xx"]:
+            # Load shedding (503 OG-503-BUSY) answers fast: counting those would flatter us.
+            print(f"  ({target.name}: {r['non2xx']} answers were not 2xx; req/s counts the 2xx only)")
+            r["rps"] = (r["requests"] - r["non2xx"]) / r["seconds"]
         r.update(
             target=target.name,
             kind=target.kind,
@@ -354,7 +358,7 @@ class Bench:
         r = self.run_loadgen(target, seconds + 1, OPEN_LOOP_CONNECTIONS, toks, rate=rate, warmup=warm)
         cpu = cpu_seconds(target.server.proc.pid) - cpu0
         if r["non2xx"]:
-            raise RuntimeError(f"{target.name} open loop: {r['non2xx']} non-2xx")
+            print(f"  ({target.name} open loop: {r['non2xx']} answers were not 2xx)")
         r.update(
             target=target.name,
             kind=target.kind,

@@ -9,10 +9,14 @@ event loop, so the bound does not wait on the loop: a timer there fires only whe
 being evaluated lets go, and a loop stalled on its log pipe stalled a task-based writer for
 seconds.
 
-While the spool holds records, new batches join its tail, and a drain thread writes the spool
-to the database in order, retrying while it is away. Every insert skips a card uuid already
-stored, so a spool replayed after a crash (or a write that finished after its batch was
-spooled) can neither double-insert nor fail.
+While the database is away, new batches join the spool's tail, and a drain thread writes the
+spool to the database in order, retrying while it is away. Once the database answers again, new
+batches go straight to it while the drain empties the spool (every database write goes through
+one thread, so they never contend for SQLite's lock): under steady load a spool that every new
+batch had to join would never empty, and each record would pay an fsync and a second write.
+Rows keep their own ``issued_at``; only their insertion order can differ from it. Every
+insert skips a card uuid already stored, so a spool replayed after a crash (or a write that
+finished after its batch was spooled) can neither double-insert nor fail.
 
 A batch the database refuses for its data (not an outage: a NUL byte PostgreSQL cannot store)
 is written again one record at a time; a record refused alone is quarantined (logged by rule
@@ -96,7 +100,7 @@ class AuditWriter:
             raise SpoolFull(self.refusing)
         if not records:
             return None
-        spooling = not self.db_ok or self._spooling()
+        spooling = self._must_spool()
         waiter = asyncio.get_running_loop().create_future() if spooling else None
         now = time.monotonic()
         with self._cond:
@@ -188,9 +192,17 @@ class AuditWriter:
 
     # ---- the writer thread: the database within its budget, else the spool ---------------
     def _spooling(self) -> bool:
+        """Records wait in the spool, or a database write overran its budget."""
+        return self._overrunning() or self._backlog.is_set()
+
+    def _overrunning(self) -> bool:
+        return self._slow is not None and not self._slow.done()
+
+    def _must_spool(self) -> bool:
         # With the database known to be away but nothing spooled, each batch still tries it
-        # first (within its budget): the way back needs no probe of its own.
-        return (self._slow is not None and not self._slow.done()) or self._backlog.is_set()
+        # first (within its budget): the way back needs no probe of its own. A backlog alone
+        # with the database answering does not hold new batches back (see the module's text).
+        return self._overrunning() or (not self.db_ok and self._backlog.is_set())
 
     def _next_batch(self) -> list[_Entry] | None:
         with self._cond:
@@ -224,7 +236,7 @@ class AuditWriter:
             self._settle(batch)
 
     def _place(self, records: list[CardRecord], oldest: float) -> None:
-        if not self._spooling():
+        if not self._must_spool():
             write = self._db.submit(self.store.add_cards, records)
             try:
                 write.result(timeout=max(0.0, oldest + self._db_budget_s - time.monotonic()))
@@ -316,7 +328,11 @@ class AuditWriter:
             with self._spool_lock:
                 records, end = self.spool.backlog(BATCH)
             try:
-                refused = write_each(self.store, self.spool, records) if records else 0
+                # On the one database thread: the writer's batches and the drain's never
+                # wait on each other's SQLite lock (its busy handler sleeps up to 100 ms).
+                refused = (
+                    self._db.submit(write_each, self.store, self.spool, records).result() if records else 0
+                )
             except Exception as exc:
                 self._down(exc)
                 self._stopping.wait(delay)  # back off while the database is away
