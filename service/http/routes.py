@@ -33,6 +33,7 @@ from service.http.body import JsonResponse, read_json
 from service.http.edge import note_access
 from service.http.ruledocs import request_docs_base
 from service.pipeline.registry import Registry
+from service.store.database import CardRecord, SnoozeRecord
 from service.store.feedback import record_feedback
 
 log = logging.getLogger("osteoguard.api")
@@ -96,27 +97,25 @@ async def call_feedback(request: Request) -> Response:
     batch = parse_batch(await read_json(request))
     audit = reg.audit
     uuids = [e.card for e in batch.feedback]
+    store = reg.store
+
+    def record(not_yet_stored: dict[str, CardRecord]) -> tuple[int, int, list[SnoozeRecord]]:
+        return record_feedback(store, reg.ruleset, service_id, batch, reg.now(), not_yet_stored)
+
+    def known() -> dict[str, CardRecord]:
+        # Cards this process issued are found in its memory or spool if not yet in the database.
+        return audit.known(uuids) if audit is not None else {}
+
     if audit is not None:
         # Cards issued a moment ago reach the database first, where the database takes them.
         await audit.flush(timeout_s=audit.max_age_s)
     try:
-        # Cards this process issued are found in its memory or spool if not yet in the database.
-        new, duplicates, snoozed = await anyio.to_thread.run_sync(
-            record_feedback,
-            reg.store,
-            reg.ruleset,
-            service_id,
-            batch,
-            reg.now(),
-            audit.known(uuids) if audit else {},
-        )
+        new, duplicates, snoozed = await anyio.to_thread.run_sync(record, known())
     except UnknownCard:
         if audit is None:
             raise
         await asyncio.sleep(max(0.0, arrived + audit.max_age_s + RECHECK_MARGIN_S - time.monotonic()))
-        new, duplicates, snoozed = await anyio.to_thread.run_sync(
-            record_feedback, reg.store, reg.ruleset, service_id, batch, reg.now(), audit.known(uuids)
-        )
+        new, duplicates, snoozed = await anyio.to_thread.run_sync(record, known())
     if reg.snoozes is not None:
         reg.snoozes.add(snoozed)  # this replica honours the snooze at once
     log.info("feedback stored", extra={"service": service_id, "new": new, "duplicates": duplicates})
