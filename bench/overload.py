@@ -44,6 +44,7 @@ from jwt.algorithms import RSAAlgorithm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import loadgen  # noqa: E402
 from bench.requests import payload  # noqa: E402
 
 PY = sys.executable
@@ -137,15 +138,7 @@ class Target:
             "warmup": min(200, n // 10),
             "timeout": TIMEOUT_S,
         }
-        out = subprocess.run(
-            [PY, str(ROOT / "bench" / "loadgen.py")],
-            input=json.dumps(job),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        result: dict[str, Any] = json.loads(out.stdout)
-        return result
+        return loadgen.run(job)
 
     def drain(self) -> dict[str, Any]:
         """From the moment the load stops: seconds until the worker is idle, and its calls in flight."""

@@ -67,6 +67,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import loadgen  # noqa: E402
 from bench.requests import payload  # noqa: E402
 
 PY = sys.executable
@@ -338,14 +339,7 @@ class Bench:
             ]
             job = {"requests": requests, "duration": seconds}
         job.update(host="127.0.0.1", port=target.server.port, concurrency=concurrency)
-        out = subprocess.run(
-            [PY, str(ROOT / "bench" / "loadgen.py")],
-            input=json.dumps(job),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        r: dict[str, Any] = json.loads(out.stdout)
+        r = loadgen.run(job)
         r["non2xx"] = sum(v for k, v in r.pop("statuses").items() if not k.startswith("2"))
         r["errors"] = 0
         return r
