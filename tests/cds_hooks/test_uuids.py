@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import uuid
 
 from cds_hooks.uuids import uuid4_hex, uuid4_str
@@ -42,3 +44,36 @@ def test_every_free_bit_varies() -> None:
     free = ((1 << 128) - 1) & ~fixed
     assert ones & free == free
     assert zeros & free == free
+
+
+def test_threads_never_share_an_id() -> None:
+    # The pool of random bytes is shared: each id must take bytes no other id took.
+    found: list[list[str]] = [[] for _ in range(8)]
+
+    def work(out: list[str]) -> None:
+        out.extend(uuid4_hex() for _ in range(3000))
+
+    threads = [threading.Thread(target=work, args=(out,)) for out in found]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [i for out in found for i in out]
+    assert len(set(ids)) == len(ids) == 24000
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    uuid4_hex()  # the parent now holds unused bytes in its pool
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent, then exit at once
+        os.close(read_end)
+        os.write(write_end, "".join(uuid4_hex() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 4096).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    parent = "".join(uuid4_hex() for _ in range(4))
+    assert len(child) == len(parent) == 128
+    assert child != parent
