@@ -38,12 +38,32 @@ _AFTER = (
     r"|replaced|switched|paused|ceased|removed|cancelled|omitted"
 )
 _DRUG = "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in DRUG_NAMES)
-_BEFORE_DRUG = re.compile(rf"\b(?:{_VERBS})\b(?:\W+\w+){{0,4}}?\W+(?:{_DRUG})\b", re.IGNORECASE)
+# The lookahead holds every first letter of _VERBS: it changes no match, but most words fail it
+# at once instead of trying each verb in turn (14 -> 8 µs over one card's sentences).
+_VERB_STARTS = "".join(sorted({verb[0] for verb in _VERBS.split("|")}))
+assert _VERB_STARTS.isalpha(), "each advice verb must start with a plain letter"
+_BEFORE_DRUG = re.compile(
+    rf"\b(?=[{_VERB_STARTS}])(?:{_VERBS})\b(?:\W+\w+){{0,4}}?\W+(?:{_DRUG})\b", re.IGNORECASE
+)
 _DRUG_THEN = re.compile(rf"\b(?:{_DRUG})\b(?:\W+\w+){{0,3}}?\W+(?:{_AFTER})\b", re.IGNORECASE)
-_SENTENCE = re.compile(r"(?<=[.;!?])\s+|\n+")
+# Sentences end at whitespace after . ; ! ? and at line breaks. The lookahead changes nothing
+# (both alternatives start with white space) but lets the scan skip to white space: the split
+# of a card's text took 23 µs without it, 15 µs with it.
+_SENTENCE = re.compile(r"(?=\s)(?:(?<=[.;!?])\s+|\n+)")
 # Both patterns above need the drug's name, so a sentence without it is skipped: the card
 # builder checks every card's text, and most sentences never name the drug.
 _NAMES_DRUG = re.compile(_DRUG, re.IGNORECASE)
+# Lower-case fragments one of which every ASCII text naming the drug contains. Beyond ASCII,
+# IGNORECASE also matches a few other letters ("ſ" for "s", the Kelvin sign for "k"), so a
+# text that is not ASCII is always given to the regex.
+_FRAGMENTS = ("anastrozole", "arimidex", "aromatase")
+
+
+def _may_name_drug(sentence: str) -> bool:
+    if not sentence.isascii():
+        return True
+    lowered = sentence.lower()
+    return any(f in lowered for f in _FRAGMENTS)
 
 
 def speaks_to_anastrozole(text: str) -> bool:
@@ -51,7 +71,7 @@ def speaks_to_anastrozole(text: str) -> bool:
     if not _NAMES_DRUG.search(text):
         return False
     return any(
-        _NAMES_DRUG.search(s) and (_BEFORE_DRUG.search(s) or _DRUG_THEN.search(s))
+        _may_name_drug(s) and _NAMES_DRUG.search(s) and (_BEFORE_DRUG.search(s) or _DRUG_THEN.search(s))
         for s in _SENTENCE.split(text)
     )
 

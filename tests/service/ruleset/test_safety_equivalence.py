@@ -1,0 +1,93 @@
+"""The advice check's fast paths answer exactly as the plain sentence-by-sentence check.
+
+``speaks_to_anastrozole`` skips sentences by a substring test, scans with a lookahead first
+and splits sentences with a faster equivalent pattern. The reference below is the check as it
+was written before those changes; generated texts, mixing the drug's names, advice words,
+sentence ends, white space and the non-ASCII letters that IGNORECASE folds to ASCII, must get
+the same answer from both.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from service.ruleset import safety
+from service.ruleset.safety import speaks_to_anastrozole
+
+_BEFORE = re.compile(rf"\b(?:{safety._VERBS})\b(?:\W+\w+){{0,4}}?\W+(?:{safety._DRUG})\b", re.IGNORECASE)
+_SENTENCE = re.compile(r"(?<=[.;!?])\s+|\n+")
+
+
+def reference(text: str) -> bool:
+    if not safety._NAMES_DRUG.search(text):
+        return False
+    return any(
+        safety._NAMES_DRUG.search(s) and (_BEFORE.search(s) or safety._DRUG_THEN.search(s))
+        for s in _SENTENCE.split(text)
+    )
+
+
+WORDS = [
+    "anastrozole",
+    "Anastrozole",
+    "ARIMIDEX",
+    "aromatase",
+    "inhibitor",
+    "aromatase-inhibitor",
+    "anaſtrozole",
+    "arimidex",
+    "lower",
+    "Hold",
+    "stop",
+    "the",
+    "dose",
+    "needed",
+    "review",
+    "adjust",
+    "Kelvin",
+    "\u212aeep",
+    "ıs",
+    "İt",
+    "estradiol",
+    "bone",
+    "instead",
+    "of",
+    "weekly",
+    "re-evaluate",
+    "withdrew",
+    "is",
+    "still",
+    "8.2",
+    "pg/mL",
+    "ß",
+]
+GLUE = [" ", "  ", ". ", "; ", "! ", "? ", "\n", "\n\n", ".\n", ", ", " (", ") ", "\t", ":", "-", ""]
+
+
+def generated(seed: int, count: int) -> list[str]:
+    """Texts of up to 14 words and glue, from a fixed seed (the same texts every run)."""
+    rnd = random.Random(seed)
+    return [
+        "".join(rnd.choice(WORDS) + rnd.choice(GLUE) for _ in range(rnd.randint(0, 14))) for _ in range(count)
+    ]
+
+
+def test_fast_check_equals_the_reference() -> None:
+    texts = generated(17, 20_000)
+    assert sum(map(reference, texts)) > 1000  # the texts do reach both answers
+    assert [t for t in texts if speaks_to_anastrozole(t) != reference(t)] == []
+
+
+def test_fast_split_equals_the_reference_split() -> None:
+    rnd = random.Random(5)
+    alphabet = "a. ;!?\n\t\r\x0b\x0c\u2028\u00a0x"
+    texts = ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 30))) for _ in range(20_000)]
+    assert [t for t in texts if safety._SENTENCE.split(t) != _SENTENCE.split(t)] == []
+
+
+def test_the_folded_letters_reach_the_regex() -> None:
+    # A long s folds to "s" under IGNORECASE: the substring pre-check must not skip the text.
+    text = "Stop the anaſtrozole."
+    assert reference(text)
+    assert speaks_to_anastrozole(text)
