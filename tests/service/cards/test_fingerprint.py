@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import random
 from typing import Any
 
 import pytest
 
 from cds_hooks.models import Action, Card, Source, Suggestion
-from service.cards.fingerprint import acted_on_dose, evidence_fingerprint, weekly_dose
+from service.cards.fingerprint import _compact_json, acted_on_dose, evidence_fingerprint, weekly_dose
 from service.pipeline.registry import Registry
 from service.ruleset.scenarios import load_cases, roll_dates
 from service.ruleset.schema import Fact, Firing
@@ -266,3 +267,27 @@ def test_the_pipeline_gives_the_dose_to_dose_cards_only(registry: Registry) -> N
     found = rests_on(registry, order_sign("fp-dose", e2=6.0, dxa_days=900))
     assert found["low-estradiol"][1] == 2.0  # the builders' draft: 1 mg twice weekly
     assert found["baseline-dexa"][1] is None
+
+
+def test_fingerprint_bytes_are_those_json_wrote_before() -> None:
+    # Snoozes compare stored fingerprints: the fast encoder must write what json.dumps wrote.
+    rnd = random.Random(3)
+    alphabet = [*'aZ09 /.:-_"\\', "\x00", "\x1f", "\n", "\x7f", "é", "µ", "\u2028", "\ud800", "😀"]
+    for _ in range(5000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 6)))
+        value = ["rule", [["estradiol", "value", text], ["dxa", "source", "Observation/1"]]]
+        assert _compact_json(value) == json.dumps(value, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("-2.6", "07253cbfce6204d218176f3918b6a24d35f33b0eafec1cdc2e8ea83599dc4d42"),
+        ("T-score −2.6 µ", "d49f6820d511f6aca21f7e2c555a3e393e15d42fec63da0ce8648b442f6ec1cc"),
+    ],
+)
+def test_fingerprints_stored_before_still_match(value: str, stored: str) -> None:
+    # Written by the json.dumps encoder of 2026-12-01: a snooze stored then still holds.
+    evidence = {"source": "Observation/t", "date": "2024-06-15", "value": value}
+    fact = Fact("dxa", {"days_ago": 900}, evidence)
+    assert evidence_fingerprint(Firing("baseline-dexa", "v", {"dxa": fact})) == stored
