@@ -53,27 +53,29 @@ _SENTENCE = re.compile(r"(?=\s)(?:(?<=[.;!?])\s+|\n+)")
 # Both patterns above need the drug's name, so a sentence without it is skipped: the card
 # builder checks every card's text, and most sentences never name the drug.
 _NAMES_DRUG = re.compile(_DRUG, re.IGNORECASE)
-# Lower-case fragments one of which every ASCII text naming the drug contains. Beyond ASCII,
-# IGNORECASE also matches a few other letters ("ſ" for "s", the Kelvin sign for "k"), so a
-# text that is not ASCII is always given to the regex.
-_FRAGMENTS = ("anastrozole", "arimidex", "aromatase")
-
-
-def _may_name_drug(sentence: str) -> bool:
-    if not sentence.isascii():
-        return True
-    lowered = sentence.lower()
-    return any(f in lowered for f in _FRAGMENTS)
 
 
 def speaks_to_anastrozole(text: str) -> bool:
-    """True when a sentence of ``text`` advises on the anastrozole dose or need."""
-    if not _NAMES_DRUG.search(text):
-        return False
-    return any(
-        _may_name_drug(s) and _NAMES_DRUG.search(s) and (_BEFORE_DRUG.search(s) or _DRUG_THEN.search(s))
-        for s in _SENTENCE.split(text)
-    )
+    """True when a sentence of ``text`` advises on the anastrozole dose or need.
+
+    Only the lines in which a mention of the drug starts are split into sentences: every line
+    break lies inside a sentence break, so no sentence spans two lines, and a sentence that
+    names the drug holds the start of a mention (only "aromatase inhibitor" can span a line
+    break, and no name of the drug starts inside its second word). A card's text has a dozen
+    lines and names the drug in two or three: 51 -> 36 µs. The test keeps the plain
+    sentence-by-sentence check as its reference.
+    """
+    checked = -1
+    for mention in _NAMES_DRUG.finditer(text):
+        start = text.rfind("\n", 0, mention.start()) + 1
+        if start == checked:
+            continue  # another mention in a line already checked
+        checked = start
+        end = text.find("\n", mention.start())
+        for s in _SENTENCE.split(text[start : end if end >= 0 else len(text)]):
+            if _NAMES_DRUG.search(s) and (_BEFORE_DRUG.search(s) or _DRUG_THEN.search(s)):
+                return True
+    return False
 
 
 ADVICE = ("dose", "indication")

@@ -1,8 +1,8 @@
 """The advice check's fast paths answer exactly as the plain sentence-by-sentence check.
 
-``speaks_to_anastrozole`` skips sentences by a substring test, scans with a lookahead first
-and splits sentences with a faster equivalent pattern. The reference below is the check as it
-was written before those changes; generated texts, mixing the drug's names, advice words,
+``speaks_to_anastrozole`` splits only the lines where a mention of the drug starts, scans with
+a lookahead first and splits sentences with a faster equivalent pattern. The reference below
+is the check as it was written before those changes; generated texts, mixing the drug's names, advice words,
 sentence ends, white space and the non-ASCII letters that IGNORECASE folds to ASCII, must get
 the same answer from both.
 """
@@ -62,7 +62,30 @@ WORDS = [
     "pg/mL",
     "ß",
 ]
-GLUE = [" ", "  ", ". ", "; ", "! ", "? ", "\n", "\n\n", ".\n", ", ", " (", ") ", "\t", ":", "-", ""]
+GLUE = [
+    " ",
+    "  ",
+    ". ",
+    "; ",
+    "! ",
+    "? ",
+    "\n",
+    "\n\n",
+    ".\n",
+    ", ",
+    " (",
+    ") ",
+    "\t",
+    ":",
+    "-",
+    "",
+    " \n ",
+    ".  \n  ",
+    "\n.",
+    "\r",
+    "\u2028",
+    "\x0c",
+]
 
 
 def generated(seed: int, count: int) -> list[str]:
@@ -86,8 +109,20 @@ def test_fast_split_equals_the_reference_split() -> None:
     assert [t for t in texts if safety._SENTENCE.split(t) != _SENTENCE.split(t)] == []
 
 
-def test_the_folded_letters_reach_the_regex() -> None:
-    # A long s folds to "s" under IGNORECASE: the substring pre-check must not skip the text.
+def test_the_folded_letters_are_names_of_the_drug_too() -> None:
+    # A long s folds to "s" under IGNORECASE: no shortcut may skip such a text.
     text = "Stop the anaſtrozole."
+    assert reference(text)
+    assert speaks_to_anastrozole(text)
+
+
+def test_a_name_across_a_line_break_is_in_no_sentence() -> None:
+    text = "Stop the aromatase\ninhibitor."
+    assert not reference(text)
+    assert not speaks_to_anastrozole(text)
+
+
+def test_advice_in_a_later_line_is_found() -> None:
+    text = "Anastrozole can thin bone.\nNo advice here.\nIt notes anastrozole; hold the anastrozole."
     assert reference(text)
     assert speaks_to_anastrozole(text)
