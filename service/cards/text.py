@@ -110,10 +110,15 @@ def _ns(mapping: Mapping[str, Any]) -> _Namespace:
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~#!])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# Either of the above: most evidence (dates, references, values) has neither, and one search
+# is a tenth of the cost of two substitutions (1.2 -> 0.13 µs a string).
+_NEEDS_ESCAPE = re.compile(r"[\\`*_\[\]<>|~#!\x00-\x1f\x7f]")
 
 
 def markdown_text(value: str) -> str:
     """Client-supplied text made inert in GitHub-flavoured Markdown (no links, HTML, emphasis)."""
+    if _NEEDS_ESCAPE.search(value) is None:
+        return value
     return _MARKDOWN_SPECIAL.sub(r"\\\1", _CONTROL.sub(" ", value))
 
 

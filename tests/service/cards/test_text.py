@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
+from service.cards import text as card_text
 from service.cards.text import _FORMAT, _ns, render, template_values
 from service.ruleset.check import SAMPLE_EVIDENCE, alias_kinds
 from service.ruleset.model import RuleSet
@@ -60,3 +62,14 @@ def test_private_names_are_refused(text: str) -> None:
 def test_unknown_placeholders_raise(text: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         render(text, VALUES)
+
+
+def test_markdown_escaping_skips_only_text_that_needs_none() -> None:
+    # The shortcut returns text unchanged only when both substitutions would leave it so.
+    def both_substitutions(value: str) -> str:
+        return card_text._MARKDOWN_SPECIAL.sub(r"\\\1", card_text._CONTROL.sub(" ", value))
+
+    rnd = random.Random(11)
+    singles = [chr(c) for c in range(0x3000)]
+    mixed = ["".join(rnd.choice(singles[:0x100]) for _ in range(rnd.randint(0, 12))) for _ in range(5000)]
+    assert [v for v in singles + mixed if card_text.markdown_text(v) != both_substitutions(v)] == []
