@@ -95,7 +95,7 @@ def read(record: PatientRecord, name: str) -> LabResult:
 
 def _read(record: PatientRecord, name: str) -> LabResult:
     target, divisors = record.rs.units[name]
-    lowered = {k.lower(): v for k, v in divisors.items()}
+    lowered: dict[str, float] | None = None  # made only when an exact unit lookup fails
     usable: list[tuple[FhirDate, dict[str, Any], float, Quantity]] = []
     unread: list[tuple[FhirDate, dict[str, Any]]] = []
     low, high = PLAUSIBLE
@@ -105,6 +105,8 @@ def _read(record: PatientRecord, name: str) -> LabResult:
         if q is not None:
             divisor = divisors.get(q.unit)
             if divisor is None:  # the case-insensitive lookup only when the exact one fails
+                if lowered is None:
+                    lowered = {k.lower(): v for k, v in divisors.items()}
                 divisor = lowered.get(q.unit.lower())
         if q is None or divisor is None:
             unread.append((when, res))  # skipped as a value, never an error
