@@ -19,6 +19,9 @@ class _Wire(BaseModel):
 
 
 class Coding(_Wire):
+    # Frozen (as Link): the card builder gives every card of a rule set the same instances.
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
     code: str
     system: str | None = None
     display: str | None = None
@@ -46,6 +49,8 @@ class Suggestion(_Wire):
 
 
 class Link(_Wire):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
     label: str
     url: str
     type: Literal["absolute", "smart"]

@@ -71,6 +71,39 @@ def applies(action: ActionTemplate, firing: Firing) -> bool:
     return True
 
 
+# What every card of a rule set (or of a variant) carries alike, made once: frozen models,
+# keyed by identity and checked, as rule sets are replaced on reload. Nine models a card.
+_OVERRIDES: dict[int, tuple[RuleSet, tuple[Coding, ...]]] = {}
+_LINKS: dict[int, tuple[Variant | Rule, tuple[Link, ...]]] = {}
+_MAX_SHARED = 1024
+
+
+def _override_reasons(rs: RuleSet) -> tuple[Coding, ...]:
+    hit = _OVERRIDES.get(id(rs))
+    if hit is not None and hit[0] is rs:
+        return hit[1]
+    made = tuple(
+        Coding(system=r.system or rs.override_system, code=r.code, display=r.display)
+        for r in rs.override_reasons
+    )
+    if len(_OVERRIDES) >= _MAX_SHARED:
+        _OVERRIDES.clear()
+    _OVERRIDES[id(rs)] = (rs, made)
+    return made
+
+
+def _links(variant: Variant, rule: Rule) -> tuple[Link, ...]:
+    owner: Variant | Rule = variant if variant.links else rule
+    hit = _LINKS.get(id(owner))
+    if hit is not None and hit[0] is owner:
+        return hit[1]
+    made = tuple(Link(label=link.label, url=link.url, type="absolute") for link in owner.links)
+    if len(_LINKS) >= _MAX_SHARED:
+        _LINKS.clear()
+    _LINKS[id(owner)] = (owner, made)
+    return made
+
+
 class CardBuilder:
     """Builds the cards of one evaluation."""
 
@@ -192,12 +225,7 @@ class CardBuilder:
                     self.on_not_offered(rule.id, n.reason)
         detail += f"\n\n---\n_Rule `{rule.id}` ({rule.title}), rule set {self.rs.name} {self.rs.version}._"
         indicator = Indicator(rule.indicator)
-        override = []
-        if indicator != Indicator.info:
-            override = [
-                Coding(system=r.system or self.rs.override_system, code=r.code, display=r.display)
-                for r in self.rs.override_reasons
-            ]
+        override = list(_override_reasons(self.rs)) if indicator != Indicator.info else []
         return Card(
             uuid=self.new_uuid(),
             summary=summary,
@@ -211,9 +239,7 @@ class CardBuilder:
             suggestions=suggestions,
             selectionBehavior=rule.selection_behavior if suggestions else None,
             overrideReasons=override,
-            links=[
-                Link(label=link.label, url=link.url, type="absolute") for link in variant.links or rule.links
-            ],
+            links=list(_links(variant, rule)),
         )
 
     def _suggestion(
