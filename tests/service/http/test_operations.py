@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.app import GIL_SWITCH_S, create_app
 from service.settings import PACKAGED_RULES_DIR
 from tests.builders import order_sign
 from tests.conftest import make_settings
@@ -129,3 +130,15 @@ def test_a_safe_incoming_request_id_is_kept(client: TestClient) -> None:
 def test_an_unsafe_incoming_request_id_is_replaced(client: TestClient) -> None:
     response = client.get("/healthz", headers={"x-request-id": 'x" patient=John Smith'})
     assert response.headers["x-request-id"] != 'x" patient=John Smith'
+
+
+def test_a_serving_process_hands_the_gil_over_every_millisecond(tmp_path: Path) -> None:
+    # The audit writer's thread waits for the interpreter after each database call: at the
+    # default 5 ms a busy loop made its batches overrun and spool (docs/speed.md).
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
+        with TestClient(create_app(make_settings(tmp_path))):
+            assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_S) == 0.001
+    finally:
+        sys.setswitchinterval(before)
