@@ -5,7 +5,7 @@
 Prints the median and p99 in microseconds for ES384 (P-384), ES256 (P-256) and RS384 (RSA 2048
 and 3072), and ES384 and RS384 with the replay check in the SQLite token ledger (what a hook
 call pays with the default store). On this kind of machine the ES384 check alone takes about
-0.5-1 ms (OpenSSL has no fast P-384 code path), ES256 and RS384 well under 0.1-0.2 ms: hence
+0.35-0.7 ms by CPU (OpenSSL has no fast P-384 code path), ES256 and RS384 under 0.1 ms: hence
 docs/integrating.md's advice to sign with RS384 or ES256.
 """
 
