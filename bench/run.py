@@ -645,7 +645,8 @@ def print_summary(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"ES384 costs {extra_ms:.2f} ms more server CPU per request than RS384 here: verifying a P-384 "
-        "signature alone takes about 0.35-0.7 ms, by CPU (`bench/jwt_verify.py`), against about 0.04 ms for RS384. "
+        "signature alone takes about 0.35-0.7 ms, by CPU (`bench/jwt_verify.py`), "
+        "against about 0.04 ms for RS384. "
         "Integrators should sign with RS384 or ES256 (docs/integrating.md).",
     ]
     if "loadgens" in report["extra"]:

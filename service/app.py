@@ -161,12 +161,6 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
             log.warning(
                 "OSTEOGUARD_AUTH=off: CDS calls are NOT authenticated. Never expose this to a network."
             )
-        # The audit writer's thread takes the GIL back after each database call; with the
-        # default 5 ms switch interval a busy event loop made it wait up to 5 ms each time, so
-        # under full load a fifth of the batches overran their budget and were spooled (fsync,
-        # then a second write), and p99 at 8 connections was 85-92 ms. At 1 ms: no batch
-        # spooled, p99 14-20 ms, requests/s the same (docs/speed.md).
-        sys.setswitchinterval(GIL_SWITCH_S)
         ruleset = load_ruleset(settings.rules_dir)
         trust = load_trust(settings, ruleset)
         clients = trust.clients if settings.auth == "jwt" else None
@@ -216,9 +210,18 @@ def create_app(settings: Settings | None = None, now: Callable[[], datetime] = u
         app.state.reloader = reloader
         RULESET.info({"name": ruleset.name, "version": ruleset.version})
         log.info("rule set %s %s loaded (%d rules)", ruleset.name, ruleset.version, len(ruleset.rules))
+        # The audit writer's thread takes the GIL back after each database call; with the
+        # default 5 ms switch interval a busy event loop made it wait up to 5 ms each time, so
+        # under full load a fifth of the batches overran their budget and were spooled (fsync,
+        # then a second write), and p99 at 8 connections was 85-92 ms. At 1 ms: no batch
+        # spooled, p99 14-20 ms, 649 -> 680 requests/s (docs/speed.md). Process-wide, so it is
+        # given back when the app stops (a test process runs many apps).
+        switch_before = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_S)
         try:
             yield
         finally:
+            sys.setswitchinterval(switch_before)
             await reloader.stop()
             housekeeping.cancel()
             await asyncio.gather(housekeeping, return_exceptions=True)

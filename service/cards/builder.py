@@ -71,36 +71,39 @@ def applies(action: ActionTemplate, firing: Firing) -> bool:
     return True
 
 
-# What every card of a rule set (or of a variant) carries alike, made once: frozen models,
-# keyed by identity and checked, as rule sets are replaced on reload. Nine models a card.
-_OVERRIDES: dict[int, tuple[RuleSet, tuple[Coding, ...]]] = {}
-_LINKS: dict[int, tuple[Variant | Rule, tuple[Link, ...]]] = {}
-_MAX_SHARED = 1024
+@dataclass
+class _Shared:
+    """What every card of a rule set (or of one rule or variant) carries alike, made once as
+    frozen models: nine pydantic models a card. Only the latest rule set's are kept, so a
+    replaced rule set is not held in memory; during a reload the two sets may rebuild them."""
+
+    ruleset: RuleSet
+    override_reasons: tuple[Coding, ...]
+    links: dict[int, tuple[Variant | Rule, tuple[Link, ...]]]
 
 
-def _override_reasons(rs: RuleSet) -> tuple[Coding, ...]:
-    hit = _OVERRIDES.get(id(rs))
-    if hit is not None and hit[0] is rs:
-        return hit[1]
-    made = tuple(
-        Coding(system=r.system or rs.override_system, code=r.code, display=r.display)
-        for r in rs.override_reasons
-    )
-    if len(_OVERRIDES) >= _MAX_SHARED:
-        _OVERRIDES.clear()
-    _OVERRIDES[id(rs)] = (rs, made)
-    return made
+_shared: _Shared | None = None
 
 
-def _links(variant: Variant, rule: Rule) -> tuple[Link, ...]:
+def _for(rs: RuleSet) -> _Shared:
+    global _shared
+    shared = _shared
+    if shared is None or shared.ruleset is not rs:
+        reasons = tuple(
+            Coding(system=r.system or rs.override_system, code=r.code, display=r.display)
+            for r in rs.override_reasons
+        )
+        shared = _shared = _Shared(rs, reasons, {})
+    return shared
+
+
+def _links(shared: _Shared, variant: Variant, rule: Rule) -> tuple[Link, ...]:
     owner: Variant | Rule = variant if variant.links else rule
-    hit = _LINKS.get(id(owner))
+    hit = shared.links.get(id(owner))  # the owner is kept with its links: its id stays its own
     if hit is not None and hit[0] is owner:
         return hit[1]
     made = tuple(Link(label=link.label, url=link.url, type="absolute") for link in owner.links)
-    if len(_LINKS) >= _MAX_SHARED:
-        _LINKS.clear()
-    _LINKS[id(owner)] = (owner, made)
+    shared.links[id(owner)] = (owner, made)
     return made
 
 
@@ -225,7 +228,8 @@ class CardBuilder:
                     self.on_not_offered(rule.id, n.reason)
         detail += f"\n\n---\n_Rule `{rule.id}` ({rule.title}), rule set {self.rs.name} {self.rs.version}._"
         indicator = Indicator(rule.indicator)
-        override = list(_override_reasons(self.rs)) if indicator != Indicator.info else []
+        shared = _for(self.rs)
+        override = list(shared.override_reasons) if indicator != Indicator.info else []
         return Card(
             uuid=self.new_uuid(),
             summary=summary,
@@ -239,7 +243,7 @@ class CardBuilder:
             suggestions=suggestions,
             selectionBehavior=rule.selection_behavior if suggestions else None,
             overrideReasons=override,
-            links=list(_links(variant, rule)),
+            links=list(_links(shared, variant, rule)),
         )
 
     def _suggestion(

@@ -57,6 +57,19 @@ def test_a_valid_changed_rule_set_is_picked_up_without_restart(client: TestClien
     assert client.get("/readyz").json()["version"] == "2026.12.1"
 
 
+def test_cards_after_a_reload_carry_the_new_override_reasons(client: TestClient, rules_dir: Path) -> None:
+    # The card builder makes a rule set's override reasons once: a new rule set gets its own.
+    def snooze_display() -> str:
+        body = client.post(SIGN, json=order_sign("ops-1", e2=6.0)).json()
+        (card,) = [c for c in body["cards"] if c["indicator"] == "warning"]
+        return str(card["overrideReasons"][0]["display"])
+
+    assert snooze_display() == "Not now: snooze this reminder for this patient for 90 days"
+    edit(rules_dir / "ruleset.yaml", "Not now: snooze this reminder", "Later: snooze this reminder")
+    assert reload(client)
+    assert snooze_display() == "Later: snooze this reminder for this patient for 90 days"
+
+
 def test_an_unchanged_folder_is_not_reloaded(client: TestClient) -> None:
     assert reload(client) is False
 
@@ -135,10 +148,12 @@ def test_an_unsafe_incoming_request_id_is_replaced(client: TestClient) -> None:
 def test_a_serving_process_hands_the_gil_over_every_millisecond(tmp_path: Path) -> None:
     # The audit writer's thread waits for the interpreter after each database call: at the
     # default 5 ms a busy loop made its batches overrun and spool (docs/speed.md).
+    # The setting is process-wide: the app gives back what it found when it stops.
     before = sys.getswitchinterval()
     sys.setswitchinterval(0.005)
     try:
         with TestClient(create_app(make_settings(tmp_path))):
             assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_S) == 0.001
+        assert sys.getswitchinterval() == pytest.approx(0.005)
     finally:
         sys.setswitchinterval(before)

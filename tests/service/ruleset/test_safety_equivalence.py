@@ -15,17 +15,19 @@ import re
 from service.ruleset import safety
 from service.ruleset.safety import speaks_to_anastrozole
 
-_BEFORE = re.compile(rf"\b(?:{safety._VERBS})\b(?:\W+\w+){{0,4}}?\W+(?:{safety._DRUG})\b", re.IGNORECASE)
+# The plain check, compiled here from the module's vocabulary (its verbs, dose words and drug
+# names), as it was written on 2026-12-01: only the vocabulary is shared, not a pattern.
+_DRUG = "|".join(re.escape(n).replace(r"\ ", r"\s+") for n in safety.DRUG_NAMES)
+_BEFORE = re.compile(rf"\b(?:{safety._VERBS})\b(?:\W+\w+){{0,4}}?\W+(?:{_DRUG})\b", re.IGNORECASE)
+_THEN = re.compile(rf"\b(?:{_DRUG})\b(?:\W+\w+){{0,3}}?\W+(?:{safety._AFTER})\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.;!?])\s+|\n+")
+_NAMES = re.compile(_DRUG, re.IGNORECASE)
 
 
 def reference(text: str) -> bool:
-    if not safety._NAMES_DRUG.search(text):
+    if not _NAMES.search(text):
         return False
-    return any(
-        safety._NAMES_DRUG.search(s) and (_BEFORE.search(s) or safety._DRUG_THEN.search(s))
-        for s in _SENTENCE.split(text)
-    )
+    return any(_NAMES.search(s) and (_BEFORE.search(s) or _THEN.search(s)) for s in _SENTENCE.split(text))
 
 
 WORDS = [
