@@ -79,7 +79,7 @@ class _Shared:
 
     ruleset: RuleSet
     override_reasons: tuple[Coding, ...]
-    links: dict[int, tuple[Variant | Rule, tuple[Link, ...]]]
+    links: dict[tuple[str, str], tuple[Link, ...]]  # by rule id and variant name
 
 
 _shared: _Shared | None = None
@@ -98,12 +98,12 @@ def _for(rs: RuleSet) -> _Shared:
 
 
 def _links(shared: _Shared, variant: Variant, rule: Rule) -> tuple[Link, ...]:
-    owner: Variant | Rule = variant if variant.links else rule
-    hit = shared.links.get(id(owner))  # the owner is kept with its links: its id stays its own
-    if hit is not None and hit[0] is owner:
-        return hit[1]
-    made = tuple(Link(label=link.label, url=link.url, type="absolute") for link in owner.links)
-    shared.links[id(owner)] = (owner, made)
+    key = (rule.id, variant.name)
+    made = shared.links.get(key)
+    if made is None:
+        made = shared.links[key] = tuple(
+            Link(label=link.label, url=link.url, type="absolute") for link in variant.links or rule.links
+        )
     return made
 
 
