@@ -1,0 +1,143 @@
+"""Servers that do only part of Osteoguard's work, for bench/ceiling.py.
+
+    uvicorn --factory bench.parts:make_rules_app ...           # the floor plus the rule engine
+    python bench/parts.py --replay facts,rules,cards serve ...  # Osteoguard, steps replayed
+
+``make_rules_app`` makes the floor's endpoint (bench/floor.py: parse the JSON body, return a fixed
+card) that also evaluates the typical request's facts on durable_rules, through Osteoguard's
+own adapter (service/engine/adapter.py), once per request: what the rule engine alone adds
+to the floor.
+
+``--replay`` serves Osteoguard itself (`osteoguard serve`, every other step real: the HTTP
+layers and limits, validation, the prefetch, snoozes, the audit, the access line) with the
+named steps answered from the first call, at no cost: ``facts`` (FHIR to facts), ``rules``
+(the durable_rules evaluation), ``cards`` (building and checking the cards; each replayed
+card and suggestion gets new uuids, so every audit record is a new card). The benchmark
+sends one request over and over, so the first call's answer is every call's answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.floor import CARD  # noqa: E402
+from bench.requests import payload  # noqa: E402
+from cds_hooks.models import Card  # noqa: E402
+from cds_hooks.uuids import uuid4_str  # noqa: E402
+from service.engine.adapter import RuleEngine  # noqa: E402
+from service.pipeline.record import Issued  # noqa: E402
+from service.pipeline.registry import Call, Registry  # noqa: E402
+from service.ruleset.loader import load_ruleset  # noqa: E402
+from service.ruleset.schema import Fact, Firing  # noqa: E402
+from service.settings import PACKAGED_RULES_DIR  # noqa: E402
+
+SERVICE = "anastrozole-bone-order-select"
+STEPS = ("facts", "rules", "cards")
+
+
+def typical_facts() -> tuple[RuleEngine, list[Fact]]:
+    """The packaged rule set's engine, and the facts Osteoguard derives for the typical request."""
+    ruleset = load_ruleset(PACKAGED_RULES_DIR)
+    engine = RuleEngine(ruleset)
+    registry = Registry(ruleset, engine)
+    call = registry.validate(registry.look_up(SERVICE), orjson.loads(payload("typical")))
+    if not asyncio.run(registry.about_anastrozole(call)):
+        raise SystemExit("the typical request is not about anastrozole")
+    facts = registry.derive_facts(call, asyncio.run(registry.gather(call)))
+    if not engine.evaluate(facts):
+        raise SystemExit("the typical request's facts fire no rule")
+    return engine, facts
+
+
+def make_rules_app() -> FastAPI:
+    # uvicorn calls an app factory inside its running event loop, where asyncio.run cannot.
+    with ThreadPoolExecutor(1) as pool:
+        engine, facts = pool.submit(typical_facts).result()
+    app = FastAPI()
+
+    @app.post("/cds-services/{service_id}")
+    async def hook(service_id: str, request: Request) -> JSONResponse:
+        await request.json()
+        engine.evaluate(facts)
+        return JSONResponse(CARD)
+
+    return app
+
+
+def fresh_uuids(card: Card) -> Card:
+    suggestions = [s.model_copy(update={"uuid": uuid4_str()}) for s in card.suggestions]
+    return card.model_copy(update={"uuid": uuid4_str(), "suggestions": suggestions})
+
+
+def replay(steps: set[str]) -> None:
+    """Answer the named pipeline steps from their first call (see the module docstring)."""
+    saved: dict[str, Any] = {}
+    derive_facts, evaluate, build_cards = Registry.derive_facts, Registry.evaluate, Registry.build_cards
+
+    def replayed_facts(self: Registry, call: Call, patient: Any) -> list[Fact]:
+        if "facts" not in saved:
+            saved["facts"] = derive_facts(self, call, patient)
+        facts: list[Fact] = saved["facts"]
+        return facts
+
+    def replayed_rules(self: Registry, call: Call, facts: list[Fact]) -> list[Firing]:
+        if "rules" not in saved:
+            saved["rules"] = evaluate(self, call, facts)
+        firings: list[Firing] = saved["rules"]
+        return firings
+
+    def replayed_cards(self: Registry, call: Call, facts: list[Fact], firings: list[Firing]) -> list[Issued]:
+        if "cards" not in saved:
+            saved["cards"] = build_cards(self, call, facts, firings)
+        return [
+            dataclasses.replace(
+                i,
+                card=i.card.model_copy(
+                    update={
+                        "uuid": uuid4_str(),
+                        "suggestions": [
+                            s.model_copy(update={"uuid": uuid4_str()}) for s in i.card.suggestions
+                        ],
+                    }
+                ),
+            )
+            for i in saved["cards"]
+        ]
+
+    if "facts" in steps:
+        Registry.derive_facts = replayed_facts  # type: ignore[method-assign]
+    if "rules" in steps:
+        Registry.evaluate = replayed_rules  # type: ignore[method-assign]
+    if "cards" in steps:
+        Registry.build_cards = replayed_cards  # type: ignore[method-assign]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="osteoguard, with pipeline steps replayed")
+    parser.add_argument("--replay", default="", help=f"comma-separated, of: {', '.join(STEPS)}")
+    args, rest = parser.parse_known_args()
+    steps = {s for s in args.replay.split(",") if s}
+    if steps - set(STEPS):
+        parser.error(f"--replay: unknown steps {sorted(steps - set(STEPS))}")
+    replay(steps)
+    # One worker only: the patches live in this process (uvicorn imports the app here).
+    from service.cli import main as osteoguard
+
+    return osteoguard(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
