@@ -8,12 +8,13 @@ card) that also evaluates the typical request's facts on durable_rules, through 
 own adapter (service/engine/adapter.py), once per request: what the rule engine alone adds
 to the floor.
 
-``--replay`` serves Osteoguard itself (`osteoguard serve`, every other step real: the HTTP
-layers and limits, validation, the prefetch, snoozes, the audit, the access line) with the
-named steps answered from the first call, at no cost: ``facts`` (FHIR to facts), ``rules``
-(the durable_rules evaluation), ``cards`` (building and checking the cards; each replayed
-card and suggestion gets new uuids, so every audit record is a new card). The benchmark
-sends one request over and over, so the first call's answer is every call's answer.
+``--replay`` serves Osteoguard itself (`osteoguard serve`, one worker, every other step real:
+the HTTP layers and limits, validation, the prefetch, snoozes, the audit, the access line)
+with the named steps answered, at no cost, from the first call of the same request (the same
+``hookInstance``; the start-up warm-up is another request): ``facts`` (FHIR to facts),
+``rules`` (the durable_rules evaluation), ``cards`` (building and checking the cards; each
+replayed card and suggestion gets new uuids, so every audit record is a new card). The
+benchmark sends one request over and over, so its first call's answer is every call's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +39,7 @@ from bench.floor import CARD  # noqa: E402
 from bench.requests import payload  # noqa: E402
 from cds_hooks.models import Card  # noqa: E402
 from cds_hooks.uuids import uuid4_str  # noqa: E402
+from service.clinical.facts import PatientData  # noqa: E402
 from service.engine.adapter import RuleEngine  # noqa: E402
 from service.pipeline.record import Issued  # noqa: E402
 from service.pipeline.registry import Call, Registry  # noqa: E402
@@ -66,6 +69,7 @@ def make_rules_app() -> FastAPI:
     # uvicorn calls an app factory inside its running event loop, where asyncio.run cannot.
     with ThreadPoolExecutor(1) as pool:
         engine, facts = pool.submit(typical_facts).result()
+    gc.freeze()  # as Osteoguard after its warm-up: the start-up heap is not scanned again
     app = FastAPI()
 
     @app.post("/cds-services/{service_id}")
@@ -83,39 +87,31 @@ def fresh_uuids(card: Card) -> Card:
 
 
 def replay(steps: set[str]) -> None:
-    """Answer the named pipeline steps from their first call (see the module docstring)."""
-    saved: dict[str, Any] = {}
+    """Answer the named pipeline steps from the first call of the same request (the module
+    docstring). Keyed by the request's ``hookInstance``: the service's start-up warm-up is a
+    call too, of another request, and must not become the benchmark's answer."""
+    saved: dict[tuple[str, str], Any] = {}
     derive_facts, evaluate, build_cards = Registry.derive_facts, Registry.evaluate, Registry.build_cards
 
-    def replayed_facts(self: Registry, call: Call, patient: Any) -> list[Fact]:
-        if "facts" not in saved:
-            saved["facts"] = derive_facts(self, call, patient)
-        facts: list[Fact] = saved["facts"]
+    def replayed_facts(self: Registry, call: Call, patient: PatientData) -> list[Fact]:
+        key = ("facts", call.request.hookInstance)
+        if key not in saved:
+            saved[key] = derive_facts(self, call, patient)
+        facts: list[Fact] = saved[key]
         return facts
 
     def replayed_rules(self: Registry, call: Call, facts: list[Fact]) -> list[Firing]:
-        if "rules" not in saved:
-            saved["rules"] = evaluate(self, call, facts)
-        firings: list[Firing] = saved["rules"]
+        key = ("rules", call.request.hookInstance)
+        if key not in saved:
+            saved[key] = evaluate(self, call, facts)
+        firings: list[Firing] = saved[key]
         return firings
 
     def replayed_cards(self: Registry, call: Call, facts: list[Fact], firings: list[Firing]) -> list[Issued]:
-        if "cards" not in saved:
-            saved["cards"] = build_cards(self, call, facts, firings)
-        return [
-            dataclasses.replace(
-                i,
-                card=i.card.model_copy(
-                    update={
-                        "uuid": uuid4_str(),
-                        "suggestions": [
-                            s.model_copy(update={"uuid": uuid4_str()}) for s in i.card.suggestions
-                        ],
-                    }
-                ),
-            )
-            for i in saved["cards"]
-        ]
+        key = ("cards", call.request.hookInstance)
+        if key not in saved:
+            saved[key] = build_cards(self, call, facts, firings)
+        return [dataclasses.replace(i, card=fresh_uuids(i.card)) for i in saved[key]]
 
     if "facts" in steps:
         Registry.derive_facts = replayed_facts  # type: ignore[method-assign]
@@ -132,8 +128,11 @@ def main() -> int:
     steps = {s for s in args.replay.split(",") if s}
     if steps - set(STEPS):
         parser.error(f"--replay: unknown steps {sorted(steps - set(STEPS))}")
+    # One worker only: the patches live in this process, where uvicorn runs a single worker;
+    # more would be spawned processes without them, and measure plain Osteoguard.
+    if any(a == "--workers" or a.startswith("--workers=") for a in rest):
+        parser.error("--replay serves one worker: leave out --workers")
     replay(steps)
-    # One worker only: the patches live in this process (uvicorn imports the app here).
     from service.cli import main as osteoguard
 
     return osteoguard(rest)

@@ -185,7 +185,11 @@ class Bench:
 
     # servers
 
-    def osteoguard(self, auth: str, workers: int = 1) -> Server:
+    def osteoguard(
+        self, auth: str, workers: int = 1, launcher: list[str] | None = None, name: str = ""
+    ) -> Server:
+        """`osteoguard serve` with its defaults; ``launcher`` replaces ``python -m service.cli``
+        (bench/ceiling.py serves through bench/parts.py, which takes no --workers)."""
         port = free_port()
         env = {
             **os.environ,
@@ -196,8 +200,10 @@ class Bench:
         }
         if auth == "jwt":
             env["OSTEOGUARD_TRUSTED_CLIENTS"] = str(self.work / "trusted.yaml")
-        argv = [PY, "-m", "service.cli", "serve", "--port", str(port), "--workers", str(workers)]
-        return self.start(Server(f"osteoguard auth={auth} {workers}w", argv, env, port))
+        argv = [*(launcher or [PY, "-m", "service.cli"]), "serve", "--port", str(port)]
+        if workers != 1:
+            argv += ["--workers", str(workers)]
+        return self.start(Server(name or f"osteoguard auth={auth} {workers}w", argv, env, port))
 
     def bare(self, app: str) -> Server:
         port = free_port()
