@@ -68,18 +68,49 @@ def rules_floor(bench: Bench) -> Server:
     return bench.start(Server(RULES, argv, {**os.environ, "OSTEOGUARD_AUTH": "off"}, port))
 
 
-def cards_of(server: Server, body: bytes) -> list[str]:
-    """The rule ids of the cards a server answers the request with."""
-    answer = httpx.post(server.url, content=body, headers={"Content-Type": "application/json"}, timeout=10)
-    answer.raise_for_status()
-    return [c["source"].get("topic", {}).get("code", "") for c in answer.json()["cards"]]
+def without_uuids(value: Any) -> Any:
+    """A card (or any JSON value) with its uuids left out, to compare two answers' content."""
+    if isinstance(value, dict):
+        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [without_uuids(v) for v in value]
+    return value
+
+
+def uuids(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [v for k, v in value.items() if k == "uuid"] + [u for v in value.values() for u in uuids(v)]
+    if isinstance(value, list):
+        return [u for v in value for u in uuids(v)]
+    return []
+
+
+def answer_of(server: Server, body: bytes) -> list[Any]:
+    """The cards a server answers the request with the second time, without their uuids.
+
+    The second time, because the first call of a request is the one a replayed server
+    computes for real; its replayed answers must carry new uuids, or the audit would store
+    one card over and over."""
+    cards = []
+    for _ in range(2):
+        answer = httpx.post(
+            server.url, content=body, headers={"Content-Type": "application/json"}, timeout=10
+        )
+        answer.raise_for_status()
+        # The server's own address (its links) is the one difference allowed between servers.
+        cards.append(json.loads(answer.text.replace(f"http://127.0.0.1:{server.port}", ""))["cards"])
+    if set(uuids(cards[0])) & set(uuids(cards[1])):
+        raise SystemExit(f"{server.name}: a second answer repeats the first's uuids")
+    return list(without_uuids(cards[1]))
 
 
 def spooled(server: Server) -> int:
     """Audit records this Osteoguard server wrote through its spool (its metrics)."""
     metrics = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).content
     found = SPOOLED.search(metrics)
-    return int(float(found.group(1))) if found else 0
+    if not found:
+        raise SystemExit(f"{server.name}: no osteoguard_audit_spooled_total in its metrics")
+    return int(float(found.group(1)))
 
 
 def main() -> None:
@@ -117,9 +148,13 @@ def main() -> None:
             Target(OSTEOGUARD, bench.osteoguard("off")),
         ]
         body = bench.bodies["typical"]
-        answers = {t.name: cards_of(t.server, body) for t in targets if t.name in OSTEOGUARDS}
-        if len({tuple(a) for a in answers.values()}) != 1:
-            raise SystemExit(f"the Osteoguard servers answer the typical request differently: {answers}")
+        answers = {t.name: answer_of(t.server, body) for t in targets if t.name in OSTEOGUARDS}
+        if not answers[OSTEOGUARD] or any(a != answers[OSTEOGUARD] for a in answers.values()):
+            raise SystemExit(
+                "the Osteoguard servers answer the typical request differently: "
+                + json.dumps({name: [c["source"] for c in cards] for name, cards in answers.items()})
+            )
+        rule_ids = [str(c["source"].get("topic", {}).get("code", "")) for c in answers[OSTEOGUARD]]
         for t in targets:
             bench.closed(t, 2.0)  # warm-up, not counted
         for i in range(1, args.rounds + 1):
@@ -145,7 +180,7 @@ def main() -> None:
         f"commit `{meta['git_commit'][:10]}`{' (with uncommitted changes)' if meta['git_dirty'] else ''}, "
         f"by `bench/ceiling.py`: {args.rounds} interleaved rounds of {seconds} s, `wrk -t1 -c8`, one "
         f"uvicorn worker each, the typical request (every Osteoguard server answered it with the "
-        f"same cards: {', '.join(answers[OSTEOGUARD]) or 'none'}). Load average before/after: "
+        f"same cards: {', '.join(rule_ids)}). Load average before/after: "
         f"{load[0]:.2f} / {load[1]:.2f}.",
         "",
         "| server | req/s | vs floor | server CPU per request, ms | cores used | CPU per request over "
@@ -188,7 +223,7 @@ def main() -> None:
         "rounds": rounds,
         "summary": summary,
         "budget_ms": budget,
-        "cards": answers,
+        "cards": rule_ids,
         "audit_spooled": spools,
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")

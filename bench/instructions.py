@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,19 @@ class Count:
         return self.instructions / self.requests
 
 
+def audited(db: Path, at_least: int) -> None:
+    """Wait until the audit holds at least ``at_least`` card records (one per typical call)."""
+    deadline = time.monotonic() + 300
+    while True:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            (stored,) = conn.execute("SELECT count(*) FROM cards").fetchone()
+        if stored >= at_least:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{db.stem}: {stored} of {at_least} audit records after 300 s")
+        time.sleep(0.5)
+
+
 def count(name: str, requests: int, work: Path) -> Count:
     """Run one server under callgrind and count the instructions of ``requests`` calls."""
     title, argv, osteoguard = SERVERS[name]
@@ -118,12 +132,15 @@ def count(name: str, requests: int, work: Path) -> Count:
                     time.sleep(1)
             for _ in range(WARM_UP):
                 client.post(url, content=body, headers=headers).raise_for_status()
-            time.sleep(1)  # the audit writer's last batch of the warm-up
+            sent = 1 + WARM_UP
+            if osteoguard:  # the warm-up's audit records written before counting starts
+                audited(work / f"{name}.db", sent)
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
             for _ in range(requests):
                 answer = client.post(url, content=body, headers=headers)
                 answer.raise_for_status()
-            time.sleep(1)  # ... and of the counted requests, so its work is counted too
+            if osteoguard:  # ... and the counted requests' written before counting stops
+                audited(work / f"{name}.db", sent + requests)
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
             spooled = None
             if osteoguard:
@@ -131,7 +148,11 @@ def count(name: str, requests: int, work: Path) -> Count:
                 spooled = int(float(found.group(1))) if found else 0
     finally:
         proc.terminate()
-        proc.wait(300)
+        try:
+            proc.wait(300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     dumps = sorted(work.glob(f"{out.name}.{proc.pid}.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
     totals = TOTALS.search(dumps[-1].read_text()) if dumps else None
     if not totals:
@@ -173,9 +194,11 @@ def main() -> None:
     head = subprocess.run(
         ["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True
     )
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
     record = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "commit": head.stdout.strip(),
+        "git_dirty": bool(dirty.stdout.strip()),
         "python": sys.version.split()[0],
         "results": [dataclasses.asdict(r) | {"per_request": r.per_request} for r in results],
     }

@@ -35,6 +35,10 @@ def request(kind: str, today: date | None = None) -> dict[str, Any]:
         resource["effectiveDateTime"] = (today - timedelta(days=20 + i * 9)).isoformat()
         entries.append(entry)
     estradiol["entry"] = entries
+    if kind != "typical":
+        # Its own hookInstance: bench/parts.py replays steps by hookInstance, and must never
+        # answer one kind of request with the other's.
+        req["hookInstance"] = f"{req['hookInstance']}-{kind}"
     return req
 
 
