@@ -5,7 +5,6 @@ showed within 30 minutes for the same client, patient, encounter, rule, evidence
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,9 @@ RULE = "low-estradiol"
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock(datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    # Now, not a fixed date: the builders date results relative to today, and the evaluation
+    # reads the app's clock as today, so a fixed date would let dated results drift into its future.
+    return Clock()
 
 
 @pytest.fixture
