@@ -44,6 +44,7 @@ from bench.run import (  # noqa: E402
     PY,
     ROOT,
     TARGET_RATIO,
+    UVICORN_FLAGS,
     Bench,
     Server,
     Target,
@@ -57,14 +58,21 @@ NO_CLINICAL = "osteoguard, facts+rules+cards replayed"
 ONLY_RULES = "osteoguard, facts+cards replayed"
 OSTEOGUARD = "osteoguard auth off"
 OSTEOGUARDS = (NO_CLINICAL, ONLY_RULES, OSTEOGUARD)
-SPOOLED = re.compile(rb"^osteoguard_audit_spooled_total (\S+)$", re.M)
+SPOOLED = re.compile(r"^osteoguard_audit_spooled_total (\S+)$", re.M)
 
 
 def rules_floor(bench: Bench) -> Server:
     port = free_port()
-    argv = [PY, "-m", "uvicorn", "--factory", "bench.parts:make_rules_app", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
-    argv += ["--log-level", "warning", "--no-access-log"]
+    argv = [
+        PY,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "bench.parts:make_rules_app",
+        *UVICORN_FLAGS,
+        "--port",
+        str(port),
+    ]
     return bench.start(Server(RULES, argv, {**os.environ, "OSTEOGUARD_AUTH": "off"}, port))
 
 
@@ -104,13 +112,22 @@ def answer_of(server: Server, body: bytes) -> list[Any]:
     return list(without_uuids(cards[1]))
 
 
-def spooled(server: Server) -> int:
-    """Audit records this Osteoguard server wrote through its spool (its metrics)."""
-    metrics = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).content
+def rule_ids(cards: list[Any]) -> list[str]:
+    """The rule ids of an answer's cards (their source topic codes)."""
+    return [str(c.get("source", {}).get("topic", {}).get("code", "")) for c in cards]
+
+
+def spooled_in(metrics: str, name: str) -> int:
+    """Audit records an Osteoguard server wrote through its spool, from its /metrics text."""
     found = SPOOLED.search(metrics)
     if not found:
-        raise SystemExit(f"{server.name}: no osteoguard_audit_spooled_total in its metrics")
+        raise SystemExit(f"{name}: no osteoguard_audit_spooled_total in its metrics")
     return int(float(found.group(1)))
+
+
+def spooled(server: Server) -> int:
+    metrics = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
+    return spooled_in(metrics, server.name)
 
 
 def main() -> None:
@@ -154,14 +171,14 @@ def main() -> None:
                 "the Osteoguard servers answer the typical request differently: "
                 + json.dumps({name: [c["source"] for c in cards] for name, cards in answers.items()})
             )
-        rule_ids = [str(c["source"].get("topic", {}).get("code", "")) for c in answers[OSTEOGUARD]]
+        answered = rule_ids(answers[OSTEOGUARD])
         for t in targets:
             bench.closed(t, 2.0)  # warm-up, not counted
         for i in range(1, args.rounds + 1):
-            row = {"round": i, "load_average": os.getloadavg(), "results": {}}
-            row["results"] = {t.name: bench.closed(t, seconds) for t in targets}
-            rounds.append(row)
-            done = ", ".join(f"{n} {r['rps']:.0f}" for n, r in row["results"].items())
+            load_average = os.getloadavg()
+            results = {t.name: bench.closed(t, seconds) for t in targets}
+            rounds.append({"round": i, "load_average": load_average, "results": results})
+            done = ", ".join(f"{n} {r['rps']:.0f}" for n, r in results.items())
             print(f"round {i} (req/s): {done}", flush=True)
         spools = {t.name: spooled(t.server) for t in targets if t.name in OSTEOGUARDS}
     finally:
@@ -180,7 +197,7 @@ def main() -> None:
         f"commit `{meta['git_commit'][:10]}`{' (with uncommitted changes)' if meta['git_dirty'] else ''}, "
         f"by `bench/ceiling.py`: {args.rounds} interleaved rounds of {seconds} s, `wrk -t1 -c8`, one "
         f"uvicorn worker each, the typical request (every Osteoguard server answered it with the "
-        f"same cards: {', '.join(rule_ids)}). Load average before/after: "
+        f"same cards: {', '.join(answered)}). Load average before/after: "
         f"{load[0]:.2f} / {load[1]:.2f}.",
         "",
         "| server | req/s | vs floor | server CPU per request, ms | cores used | CPU per request over "
@@ -223,7 +240,7 @@ def main() -> None:
         "rounds": rounds,
         "summary": summary,
         "budget_ms": budget,
-        "cards": rule_ids,
+        "cards": answered,
         "audit_spooled": spools,
     }
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -40,17 +40,16 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.ceiling import rule_ids, spooled_in  # noqa: E402
 from bench.requests import payload  # noqa: E402
-from bench.run import PATH, PY, free_port  # noqa: E402
+from bench.run import PATH, PY, UVICORN_FLAGS, free_port, osteoguard_env  # noqa: E402
 
-UVICORN = ["--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools"]
-UVICORN += ["--log-level", "warning", "--no-access-log"]
 # name: (what it is, its command line, whether it is Osteoguard: `serve`, its own settings)
 SERVERS = {
-    "floor": ("the floor", [PY, "-m", "uvicorn", "bench.floor:app", *UVICORN], False),
+    "floor": ("the floor", [PY, "-m", "uvicorn", "bench.floor:app", *UVICORN_FLAGS], False),
     "rules": (
         "floor + the rules",
-        [PY, "-m", "uvicorn", "--factory", "bench.parts:make_rules_app", *UVICORN],
+        [PY, "-m", "uvicorn", "--factory", "bench.parts:make_rules_app", *UVICORN_FLAGS],
         False,
     ),
     "no-clinical": (
@@ -66,7 +65,6 @@ SERVERS = {
     "osteoguard": ("osteoguard auth off", [PY, "-m", "service.cli"], True),
 }
 TOTALS = re.compile(r"^(?:summary|totals): (\d+)", re.M)
-SPOOLED = re.compile(r"^osteoguard_audit_spooled_total (\S+)$", re.M)
 WARM_UP = 30
 
 
@@ -101,15 +99,11 @@ def count(name: str, requests: int, work: Path) -> Count:
     title, argv, osteoguard = SERVERS[name]
     port = free_port()
     env = {**os.environ, "OSTEOGUARD_AUTH": "off", "BENCH_JWK": "{}", "BENCH_AUDIENCE": "-"}
+    db = work / f"og-{port}.db"  # where osteoguard_env puts the store
     if osteoguard:
         argv = [*argv, "serve", "--port", str(port)]
-        env |= {
-            "OSTEOGUARD_DATABASE_URL": f"sqlite:///{work}/{name}.db",
-            "OSTEOGUARD_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "OSTEOGUARD_RULES_RELOAD_S": "0",
-            "OSTEOGUARD_MAX_LOOP_LAG_MS": "60000",
-            "OSTEOGUARD_AUDIT_MAX_AGE_MS": "60000",
-        }
+        env = osteoguard_env("off", work, port)
+        env |= {"OSTEOGUARD_MAX_LOOP_LAG_MS": "60000", "OSTEOGUARD_AUDIT_MAX_AGE_MS": "60000"}
     else:
         argv = [*argv, "--port", str(port)]
     out = work / f"{name}.callgrind"
@@ -134,18 +128,17 @@ def count(name: str, requests: int, work: Path) -> Count:
                 client.post(url, content=body, headers=headers).raise_for_status()
             sent = 1 + WARM_UP
             if osteoguard:  # the warm-up's audit records written before counting starts
-                audited(work / f"{name}.db", sent)
+                audited(db, sent)
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
             for _ in range(requests):
                 answer = client.post(url, content=body, headers=headers)
                 answer.raise_for_status()
             if osteoguard:  # ... and the counted requests' written before counting stops
-                audited(work / f"{name}.db", sent + requests)
+                audited(db, sent + requests)
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
             spooled = None
             if osteoguard:
-                found = SPOOLED.search(client.get(f"http://127.0.0.1:{port}/metrics").text)
-                spooled = int(float(found.group(1))) if found else 0
+                spooled = spooled_in(client.get(f"http://127.0.0.1:{port}/metrics").text, title)
     finally:
         proc.terminate()
         try:
@@ -157,8 +150,7 @@ def count(name: str, requests: int, work: Path) -> Count:
     totals = TOTALS.search(dumps[-1].read_text()) if dumps else None
     if not totals:
         raise SystemExit(f"{title}: no callgrind dump")
-    cards = tuple(c.get("source", {}).get("topic", {}).get("code", "") for c in answer.json()["cards"])
-    return Count(title, requests, int(totals.group(1)), cards, spooled)
+    return Count(title, requests, int(totals.group(1)), tuple(rule_ids(answer.json()["cards"])), spooled)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import gc
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,6 @@ from bench.floor import CARD  # noqa: E402
 from bench.requests import payload  # noqa: E402
 from cds_hooks.models import Card  # noqa: E402
 from cds_hooks.uuids import uuid4_str  # noqa: E402
-from service.clinical.facts import PatientData  # noqa: E402
 from service.engine.adapter import RuleEngine  # noqa: E402
 from service.pipeline.record import Issued  # noqa: E402
 from service.pipeline.registry import Call, Registry  # noqa: E402
@@ -91,34 +91,33 @@ def replay(steps: set[str]) -> None:
     docstring). Keyed by the request's ``hookInstance``: the service's start-up warm-up is a
     call too, of another request, and must not become the benchmark's answer."""
     saved: dict[tuple[str, str], Any] = {}
-    derive_facts, evaluate, build_cards = Registry.derive_facts, Registry.evaluate, Registry.build_cards
 
-    def replayed_facts(self: Registry, call: Call, patient: PatientData) -> list[Fact]:
-        key = ("facts", call.request.hookInstance)
-        if key not in saved:
-            saved[key] = derive_facts(self, call, patient)
-        facts: list[Fact] = saved[key]
-        return facts
+    def replayed(step: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def answer(self: Registry, call: Call, *args: Any) -> Any:
+            key = (step, call.request.hookInstance)
+            if key not in saved:
+                saved[key] = real(self, call, *args)
+            return saved[key]
 
-    def replayed_rules(self: Registry, call: Call, facts: list[Fact]) -> list[Firing]:
-        key = ("rules", call.request.hookInstance)
-        if key not in saved:
-            saved[key] = evaluate(self, call, facts)
-        firings: list[Firing] = saved[key]
-        return firings
+        return answer
 
-    def replayed_cards(self: Registry, call: Call, facts: list[Fact], firings: list[Firing]) -> list[Issued]:
-        key = ("cards", call.request.hookInstance)
-        if key not in saved:
-            saved[key] = build_cards(self, call, facts, firings)
-        return [dataclasses.replace(i, card=fresh_uuids(i.card)) for i in saved[key]]
+    replayed_facts = replayed("facts", Registry.derive_facts)
+    replayed_rules = replayed("rules", Registry.evaluate)
+    replayed_cards = replayed("cards", Registry.build_cards)
+
+    def fresh_cards(self: Registry, call: Call, facts: list[Fact], firings: list[Firing]) -> list[Issued]:
+        # Replayed cards get new uuids, so every audit record is a new card.
+        return [
+            dataclasses.replace(i, card=fresh_uuids(i.card))
+            for i in replayed_cards(self, call, facts, firings)
+        ]
 
     if "facts" in steps:
         Registry.derive_facts = replayed_facts  # type: ignore[method-assign]
     if "rules" in steps:
         Registry.evaluate = replayed_rules  # type: ignore[method-assign]
     if "cards" in steps:
-        Registry.build_cards = replayed_cards  # type: ignore[method-assign]
+        Registry.build_cards = fresh_cards  # type: ignore[method-assign]
 
 
 def main() -> int:

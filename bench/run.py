@@ -94,6 +94,23 @@ VERSIONS = (
 )
 
 
+# How every bare app is served: one uvicorn worker as Osteoguard serves, without access lines.
+UVICORN_FLAGS = ["--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools"]
+UVICORN_FLAGS += ["--log-level", "warning", "--no-access-log"]
+
+
+def osteoguard_env(auth: str, work: Path, port: int) -> dict[str, str]:
+    """The environment of a benchmarked `osteoguard serve`: its defaults, its own SQLite store
+    in ``work``, no rule-set polling."""
+    return {
+        **os.environ,
+        "OSTEOGUARD_AUTH": auth,
+        "OSTEOGUARD_DATABASE_URL": f"sqlite:///{work}/og-{port}.db",
+        "OSTEOGUARD_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "OSTEOGUARD_RULES_RELOAD_S": "0",
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -191,13 +208,7 @@ class Bench:
         """`osteoguard serve` with its defaults; ``launcher`` replaces ``python -m service.cli``
         (bench/ceiling.py serves through bench/parts.py, which takes no --workers)."""
         port = free_port()
-        env = {
-            **os.environ,
-            "OSTEOGUARD_AUTH": auth,
-            "OSTEOGUARD_DATABASE_URL": f"sqlite:///{self.work}/og-{port}.db",
-            "OSTEOGUARD_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "OSTEOGUARD_RULES_RELOAD_S": "0",
-        }
+        env = osteoguard_env(auth, self.work, port)
         if auth == "jwt":
             env["OSTEOGUARD_TRUSTED_CLIENTS"] = str(self.work / "trusted.yaml")
         argv = [*(launcher or [PY, "-m", "service.cli"]), "serve", "--port", str(port)]
@@ -212,8 +223,7 @@ class Bench:
             "BENCH_JWK": json.dumps(self.public_rs),
             "BENCH_AUDIENCE": f"http://127.0.0.1:{port}{PATH}",
         }
-        argv = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
+        argv = [PY, "-m", "uvicorn", app, *UVICORN_FLAGS, "--port", str(port)]
         return self.start(Server(app, argv, env, port))
 
     def start(self, server: Server) -> Server:
