@@ -7,7 +7,7 @@ need many variations of one request (concurrency, order independence, robustness
 from __future__ import annotations
 
 import copy
-from datetime import date, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -16,7 +16,8 @@ CPT = "http://www.ama-assn.org/go/cpt"
 
 
 def day(days_ago: int) -> str:
-    return (date.today() - timedelta(days=days_ago)).isoformat()
+    # In UTC, as the app's clock reads it: a local date can differ from the app's today by a day.
+    return (datetime.now(UTC).date() - timedelta(days=days_ago)).isoformat()
 
 
 def bundle(*resources: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
-"""Fixtures for the store tests that go through HTTP: a fixed clock and an app on `database_url`."""
+"""Fixtures for the store tests that go through HTTP: a clock that moves only when told and an
+app on `database_url`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +14,9 @@ from tests.conftest import Clock, make_settings
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock(datetime(2026, 11, 28, 12, 0, tzinfo=UTC))
+    # Starts now: the builders date results relative to today and the app reads this clock as
+    # today, so a fixed date would let the results drift into its future and be ignored.
+    return Clock()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ HL7 = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 @pytest.fixture
 def populated(database_url: str) -> str:
     """Three patients' cards with accepted, snoozed and declined feedback."""
-    clock = Clock(datetime(2026, 11, 20, 9, 0, tzinfo=UTC))
+    clock = Clock()  # now: the builders' results are dated relative to today
     settings = make_settings(database_url=database_url, patient_hash_key="k")
     with TestClient(create_app(settings, now=clock)) as client:
         a = issue(client, "rep-1", e2=6.0, dxa_days=900)
@@ -72,7 +72,7 @@ def test_report_since_excludes_older_cards(populated: str) -> None:
     store = Store(populated)
     store.open()
     try:
-        assert build_report(store, datetime(2026, 11, 21, tzinfo=UTC)) == []
+        assert build_report(store, datetime.now(UTC) + timedelta(days=1)) == []
     finally:
         store.close()
 
@@ -105,7 +105,8 @@ def test_cli_report_json_and_table(
     get_settings.cache_clear()
     assert main(["feedback", "report", "--json"]) == 0
     assert {r["rule_id"] for r in json.loads(capsys.readouterr().out)} >= {"low-estradiol", "baseline-dexa"}
-    assert main(["feedback", "report", "--since", "2026-12-01"]) == 0
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    assert main(["feedback", "report", "--since", tomorrow]) == 0
     assert capsys.readouterr().out.strip() == "No cards issued in this period."
     get_settings.cache_clear()
 
@@ -122,7 +123,7 @@ def test_cli_db_upgrade_is_idempotent(database_url: str, monkeypatch: pytest.Mon
 def silent_and_coded(database_url: str, tmp_path: Path) -> str:
     """One client in silent mode; one shown card overridden with only a system and a code,
     as the CDS Hooks sandbox sends it, once with ours and once with the HL7 code."""
-    clock = Clock(datetime(2026, 11, 20, 9, 0, tzinfo=UTC))
+    clock = Clock()  # now: the builders' results are dated relative to today
     quiet = tmp_path / "quiet.yaml"
     quiet.write_text(yaml.safe_dump({"defaults": {"silent": True}}))
     settings = make_settings(database_url=database_url, patient_hash_key="k", trusted_clients=quiet)
