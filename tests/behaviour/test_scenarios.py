@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,11 @@ from tests.conftest import make_settings
 CASES = load_cases(PACKAGED_RULES_DIR)
 
 
+def utc_today() -> date:
+    """Today as the app's clock reads it (UTC), so the cases' dates and the app agree."""
+    return datetime.now(UTC).date()
+
+
 @pytest.fixture(scope="module")
 def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     app = create_app(make_settings(tmp_path_factory.mktemp("scenarios")))
@@ -31,7 +37,7 @@ def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.rule_id}/{c.path.stem}" for c in CASES])
 def test_scenario(case: Case, http: TestClient) -> None:
-    request = roll_dates(case.request, __import__("datetime").date.today())
+    request = roll_dates(case.request, utc_today())
     service = case.service or SERVICE_FOR_HOOK[request["hook"]]
     response = http.post(f"/cds-services/{service}", json=request)
     assert response.status_code == 200, response.text
@@ -65,8 +71,6 @@ def test_there_are_enough_scenarios_per_rule(ruleset: RuleSet) -> None:
 
 
 def test_case_dates_roll_relative_to_today() -> None:
-    from datetime import date
-
     rolled = roll_dates({"a": ["{{today-180d}}T10:00:00Z", "{{today}}", "{{today+2d}}"]}, date(2026, 3, 1))
     assert rolled == {"a": ["2025-09-02T10:00:00Z", "2026-03-01", "2026-03-03"]}
 
@@ -82,7 +86,7 @@ def test_a_case_file_with_another_extension_fails_the_rule_check(tmp_path: Path)
 
 def test_the_conformance_check_wants_links_and_the_rule_page(http: TestClient) -> None:
     case = next(c for c in CASES if c.rule_id == "low-estradiol" and "low-estradiol" in c.expect)
-    request = roll_dates(case.request, __import__("datetime").date.today())
+    request = roll_dates(case.request, utc_today())
     body = http.post(f"/cds-services/{SERVICE_FOR_HOOK[request['hook']]}", json=request).json()
     card = body["cards"][0]
     card["links"] = [{"label": "a source", "url": "http://example.org/a", "type": "absolute"}]
