@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ceiling import rule_ids, spooled_in  # noqa: E402
 from bench.requests import payload  # noqa: E402
-from bench.run import PATH, PY, UVICORN_FLAGS, free_port, osteoguard_env  # noqa: E402
+from bench.run import PATH, PY, UVICORN_FLAGS, free_port, osteoguard_env, store_path  # noqa: E402
 
 # name: (what it is, its command line, whether it is Osteoguard: `serve`, its own settings)
 SERVERS = {
@@ -98,14 +98,14 @@ def count(name: str, requests: int, work: Path) -> Count:
     """Run one server under callgrind and count the instructions of ``requests`` calls."""
     title, argv, osteoguard = SERVERS[name]
     port = free_port()
-    env = {**os.environ, "OSTEOGUARD_AUTH": "off", "BENCH_JWK": "{}", "BENCH_AUDIENCE": "-"}
-    db = work / f"og-{port}.db"  # where osteoguard_env puts the store
+    db = store_path(work, port)
     if osteoguard:
         argv = [*argv, "serve", "--port", str(port)]
         env = osteoguard_env("off", work, port)
         env |= {"OSTEOGUARD_MAX_LOOP_LAG_MS": "60000", "OSTEOGUARD_AUDIT_MAX_AGE_MS": "60000"}
     else:
         argv = [*argv, "--port", str(port)]
+        env = {**os.environ, "OSTEOGUARD_AUTH": "off", "BENCH_JWK": "{}", "BENCH_AUDIENCE": "-"}
     out = work / f"{name}.callgrind"
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", "--dump-instr=no"]
     with (work / f"{name}.log").open("w") as log:

@@ -99,13 +99,18 @@ UVICORN_FLAGS = ["--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools
 UVICORN_FLAGS += ["--log-level", "warning", "--no-access-log"]
 
 
+def store_path(work: Path, port: int) -> Path:
+    """The SQLite store of the benchmarked Osteoguard on ``port``."""
+    return work / f"og-{port}.db"
+
+
 def osteoguard_env(auth: str, work: Path, port: int) -> dict[str, str]:
     """The environment of a benchmarked `osteoguard serve`: its defaults, its own SQLite store
-    in ``work``, no rule-set polling."""
+    (:func:`store_path`), no rule-set polling."""
     return {
         **os.environ,
         "OSTEOGUARD_AUTH": auth,
-        "OSTEOGUARD_DATABASE_URL": f"sqlite:///{work}/og-{port}.db",
+        "OSTEOGUARD_DATABASE_URL": f"sqlite:///{store_path(work, port)}",
         "OSTEOGUARD_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "OSTEOGUARD_RULES_RELOAD_S": "0",
     }
