@@ -7,8 +7,10 @@ need many variations of one request (concurrency, order independence, robustness
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
+
+from service.pipeline.registry import utc_today
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
@@ -16,8 +18,8 @@ CPT = "http://www.ama-assn.org/go/cpt"
 
 
 def day(days_ago: int) -> str:
-    # In UTC, as the app's clock reads it: a local date can differ from the app's today by a day.
-    return (datetime.now(UTC).date() - timedelta(days=days_ago)).isoformat()
+    # The app's today (UTC): a local date can differ from it by a day.
+    return (utc_today() - timedelta(days=days_ago)).isoformat()
 
 
 def bundle(*resources: dict[str, Any]) -> dict[str, Any]:

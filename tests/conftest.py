@@ -107,3 +107,12 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.current += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock for an app under test that starts now and moves only when told.
+
+    Now, not a fixed date: the builders date results relative to today and the app reads its
+    clock as today, so on a fixed date the results would drift into its future and be ignored."""
+    return Clock()

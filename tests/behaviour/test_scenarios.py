@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from cds_hooks.fhir import bundle_resources
 from service.app import create_app
+from service.pipeline.registry import utc_today
 from service.ruleset.check import check, check_cases
 from service.ruleset.model import RuleSet
 from service.ruleset.scenarios import Case, load_cases, roll_dates
@@ -21,11 +22,6 @@ from tests.conformance import check_response
 from tests.conftest import make_settings
 
 CASES = load_cases(PACKAGED_RULES_DIR)
-
-
-def utc_today() -> date:
-    """Today as the app's clock reads it (UTC), so the cases' dates and the app agree."""
-    return datetime.now(UTC).date()
 
 
 @pytest.fixture(scope="module")

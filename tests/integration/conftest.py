@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.pipeline.registry import utc_today
 from tests.conftest import make_settings
 from tests.integration import sandbox as sb
 
@@ -29,7 +30,7 @@ def today() -> date:
 
     Every variant of a case carries the same rolled data, so the card comparisons hold even
     if the service's own clock passes midnight during the run."""
-    return datetime.now(UTC).date()
+    return utc_today()
 
 
 @pytest.fixture(scope="session")

@@ -26,13 +26,6 @@ def rules(client: TestClient, request: dict[str, Any], **headers: str) -> list[s
     return sorted(c["source"]["topic"]["code"] for c in response.json()["cards"])
 
 
-@pytest.fixture
-def clock() -> Clock:
-    # Now, not a fixed date: the builders date results relative to today, and the evaluation
-    # reads the app's clock as today, so a fixed date would let dated results drift into its future.
-    return Clock()
-
-
 def test_silent_answers_no_cards(tmp_path: Path, database_url: str, clock: Clock) -> None:
     with app(database_url, clock, settings_file(tmp_path, {"defaults": {"silent": True}})) as client:
         assert rules(client, order_sign("sil-1", e2=6.0)) == []

@@ -22,13 +22,6 @@ RULE = "low-estradiol"
 
 
 @pytest.fixture
-def clock() -> Clock:
-    # Now, not a fixed date: the builders date results relative to today, and the evaluation
-    # reads the app's clock as today, so a fixed date would let dated results drift into its future.
-    return Clock()
-
-
-@pytest.fixture
 def suppress(tmp_path: Path) -> Path:
     return settings_file(tmp_path, {"defaults": {"repeat_alerts": "suppress"}})
 

@@ -1,5 +1,4 @@
-"""Fixtures for the store tests that go through HTTP: a clock that moves only when told and an
-app on `database_url`."""
+"""Fixtures for the store tests that go through HTTP: an app on `database_url` and the shared clock."""
 
 from __future__ import annotations
 
@@ -10,13 +9,6 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from tests.conftest import Clock, make_settings
-
-
-@pytest.fixture
-def clock() -> Clock:
-    # Starts now: the builders date results relative to today and the app reads this clock as
-    # today, so a fixed date would let the results drift into its future and be ignored.
-    return Clock()
 
 
 @pytest.fixture

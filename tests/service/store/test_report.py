@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.cli import main
+from service.pipeline.registry import utc_today
 from service.ruleset.model import RuleSet
 from service.settings import get_settings
 from service.store.database import Store
@@ -25,9 +26,8 @@ HL7 = "http://terminology.hl7.org/CodeSystem/non-adherence-reason-codes"
 
 
 @pytest.fixture
-def populated(database_url: str) -> str:
+def populated(database_url: str, clock: Clock) -> str:
     """Three patients' cards with accepted, snoozed and declined feedback."""
-    clock = Clock()  # now: the builders' results are dated relative to today
     settings = make_settings(database_url=database_url, patient_hash_key="k")
     with TestClient(create_app(settings, now=clock)) as client:
         a = issue(client, "rep-1", e2=6.0, dxa_days=900)
@@ -105,7 +105,7 @@ def test_cli_report_json_and_table(
     get_settings.cache_clear()
     assert main(["feedback", "report", "--json"]) == 0
     assert {r["rule_id"] for r in json.loads(capsys.readouterr().out)} >= {"low-estradiol", "baseline-dexa"}
-    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    tomorrow = (utc_today() + timedelta(days=1)).isoformat()
     assert main(["feedback", "report", "--since", tomorrow]) == 0
     assert capsys.readouterr().out.strip() == "No cards issued in this period."
     get_settings.cache_clear()
@@ -120,10 +120,9 @@ def test_cli_db_upgrade_is_idempotent(database_url: str, monkeypatch: pytest.Mon
 
 
 @pytest.fixture
-def silent_and_coded(database_url: str, tmp_path: Path) -> str:
+def silent_and_coded(database_url: str, tmp_path: Path, clock: Clock) -> str:
     """One client in silent mode; one shown card overridden with only a system and a code,
     as the CDS Hooks sandbox sends it, once with ours and once with the HL7 code."""
-    clock = Clock()  # now: the builders' results are dated relative to today
     quiet = tmp_path / "quiet.yaml"
     quiet.write_text(yaml.safe_dump({"defaults": {"silent": True}}))
     settings = make_settings(database_url=database_url, patient_hash_key="k", trusted_clients=quiet)
